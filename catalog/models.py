@@ -1,0 +1,111 @@
+import uuid
+from pathlib import PurePath
+
+from django.conf import settings
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.db.models import Q
+
+
+def product_image_path(instance: models.Model, filename: str) -> str:
+    """Store uploads under a random name: the client's file name is never trusted or kept."""
+    suffix = PurePath(filename).suffix.lower()[:8]
+    return f"products/{uuid.uuid4().hex[:2]}/{uuid.uuid4().hex}{suffix}"
+
+
+class Category(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+    slug = models.SlugField(max_length=100, unique=True)
+    # Retired categories keep their products and history but receive no new ones.
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "categories"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Product(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        QUEUED = "queued", "Queued"
+        CLASSIFIED = "classified", "Classified"
+        NEEDS_REVIEW = "needs_review", "Needs review"
+        FAILED = "failed", "Failed"
+
+    class CategorySource(models.TextChoices):
+        NONE = "", "Not set"
+        PREDICTED = "predicted", "Predicted"
+        PERSON = "person", "Set by a person"
+
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=220, unique=True)
+    description = models.TextField(blank=True)
+    price = models.DecimalField(max_digits=10, decimal_places=2, validators=[MinValueValidator(0)])
+    sku = models.CharField("SKU", max_length=64, unique=True)
+    image = models.ImageField(upload_to=product_image_path, max_length=255)
+    # sha256 of the image bytes: detects a changed photo and keeps one photo out of two data splits.
+    image_sha256 = models.CharField(max_length=64, db_index=True, editable=False)
+    is_published = models.BooleanField(default=True)
+
+    category = models.ForeignKey(
+        Category, null=True, blank=True, on_delete=models.SET_NULL, related_name="products"
+    )
+    category_source = models.CharField(
+        max_length=16, choices=CategorySource.choices, default=CategorySource.NONE, blank=True
+    )
+    suggested_category = models.ForeignKey(
+        Category, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    confidence = models.FloatField(null=True, blank=True)
+    model_version = models.ForeignKey(
+        "classifier.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # The image hash the current prediction was made for, so a rerun of an old task changes nothing.
+    classified_sha256 = models.CharField(max_length=64, blank=True, editable=False)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    status_changed_at = models.DateTimeField(db_index=True)
+    classification_error = models.TextField(blank=True)
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(price__gte=0), name="product_price_not_negative"),
+            models.CheckConstraint(
+                condition=Q(confidence__isnull=True) | Q(confidence__gte=0, confidence__lte=1),
+                name="product_confidence_between_0_and_1",
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "status_changed_at"])]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ProductImage(models.Model):
+    """Further photos of a product; only the main image is classified."""
+
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="images")
+    image = models.ImageField(upload_to=product_image_path, max_length=255)
+    position = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["position", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.product} photo {self.position}"

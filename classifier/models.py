@@ -1,0 +1,65 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class ModelVersion(models.Model):
+    """One trained classifier artifact on disk, with what it was trained on and how well it did."""
+
+    name = models.CharField(max_length=100, unique=True)
+    # Directory with model.keras + metadata.json (classifier.ml.artifact); relative to VITRINE_MODELS_DIR.
+    artifact_path = models.CharField(max_length=500)
+    model_sha256 = models.CharField(max_length=64)
+    architecture = models.CharField(max_length=64)
+    class_names = models.JSONField(default=list)
+    metrics = models.JSONField(default=dict, blank=True)
+    data_fingerprint = models.CharField(max_length=64, blank=True)
+    # Predictions at or above this confidence file the product automatically.
+    threshold = models.FloatField(null=True, blank=True)
+    is_active = models.BooleanField(default=False)
+    activated_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["is_active"], condition=Q(is_active=True), name="one_active_model"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class TrainingRun(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+        SKIPPED = "skipped", "Skipped"
+
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    params = models.JSONField(default=dict, blank=True)
+    # Latest progress event from classifier.ml.train (epoch, epochs, loss, accuracy, eta_s...).
+    progress = models.JSONField(default=dict, blank=True)
+    data_fingerprint = models.CharField(max_length=64, blank=True)
+    error = models.TextField(blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    model_version = models.OneToOneField(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="training_run"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Training run {self.pk} ({self.status})"
