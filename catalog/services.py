@@ -1,0 +1,230 @@
+"""Writes to the catalog. Every path that saves a product photo goes through here, so classification is
+enqueued from one place, once per new photo, and only after the row is committed."""
+
+from collections.abc import Iterable
+from decimal import Decimal
+from functools import partial
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.core.files import File
+from django.db import transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from catalog.models import Category, Product
+from catalog.validators import validate_product_image
+
+PRODUCT_EDITABLE_FIELDS = frozenset(
+    {"name", "description", "price", "sku", "image", "category", "is_published"}
+)
+# Slugs are cut to this length before a "-N" suffix, so the result always fits the column.
+PRODUCT_SLUG_BASE_LENGTH = Product._meta.get_field("slug").max_length - 10
+# The fields a prediction writes: cleared when the photo changes, since they describe the old one.
+PREDICTION_FIELDS = ("suggested_category", "confidence", "model_version", "classified_sha256")
+
+
+def _classification_enqueue(*, product_id: int) -> None:
+    # Imported here: catalog is loaded by every process, the classifier's Celery wiring only where needed.
+    from classifier.services import classification_enqueue
+
+    classification_enqueue(product_id=product_id)
+
+
+def _classification_enqueue_on_commit(*, product_id: int) -> None:
+    # robust: a failure to enqueue never turns a saved product into an error page; the sweep retries it.
+    transaction.on_commit(partial(_classification_enqueue, product_id=product_id), robust=True)
+
+
+def product_slug_unique(*, name: str) -> str:
+    """slugify(name), or with -2, -3... appended when another product already uses it."""
+    base = slugify(name)[:PRODUCT_SLUG_BASE_LENGTH].strip("-") or "product"
+    taken = set(Product.objects.filter(slug__startswith=base).values_list("slug", flat=True))
+    if base not in taken:
+        return base
+    number = 2
+    while f"{base}-{number}" in taken:
+        number += 1
+    return f"{base}-{number}"
+
+
+def _delete_stored_image(product: Product) -> None:
+    if product.image and getattr(product.image, "_committed", False):
+        product.image.storage.delete(product.image.name)
+
+
+@transaction.atomic
+def product_create(
+    *,
+    name: str,
+    sku: str,
+    price: Decimal,
+    image: File,
+    description: str = "",
+    category: Category | None = None,
+    is_published: bool = True,
+    created_by: AbstractBaseUser | None = None,
+) -> Product:
+    """Saves a product and its photo under a random name; classification is enqueued after commit.
+
+    A category given here was chosen by a person and is never replaced by a prediction.
+    Raises ValidationError for a bad photo or field (nothing is stored then).
+    """
+    image_sha256 = validate_product_image(image)
+    now = timezone.now()
+    product = Product(
+        name=name,
+        slug=product_slug_unique(name=name),
+        description=description,
+        price=price,
+        sku=sku,
+        image=image,
+        image_sha256=image_sha256,
+        is_published=is_published,
+        status=Product.Status.PENDING,
+        status_changed_at=now,
+        created_by=created_by,
+    )
+    if category is not None:
+        product.category = category
+        product.category_source = Product.CategorySource.PERSON
+        product.reviewed_at = now
+        product.reviewed_by = created_by
+    # The photo was checked above; its client name may be longer than the stored random one.
+    product.full_clean(exclude=["image"])
+    try:
+        product.save(force_insert=True)
+    except Exception:
+        # The file is written before the INSERT; a failed INSERT must not leave it behind.
+        _delete_stored_image(product)
+        raise
+    _classification_enqueue_on_commit(product_id=product.pk)
+    return product
+
+
+def _person_sets_category(
+    *, product: Product, category: Category | None, person: AbstractBaseUser | None
+) -> list[str]:
+    now = timezone.now()
+    product.category = category
+    product.category_source = (
+        Product.CategorySource.PERSON if category is not None else Product.CategorySource.NONE
+    )
+    product.reviewed_at = now
+    product.reviewed_by = person
+    changed = ["category", "category_source", "reviewed_at", "reviewed_by"]
+    # A person filing a product answers the review it was waiting for.
+    if category is not None and product.status == Product.Status.NEEDS_REVIEW:
+        product.status = Product.Status.CLASSIFIED
+        product.status_changed_at = now
+        changed += ["status", "status_changed_at"]
+    return changed
+
+
+def _photo_replaced(*, product: Product, image: File, image_sha256: str) -> list[str]:
+    product.image = image
+    product.image_sha256 = image_sha256
+    product.status = Product.Status.PENDING
+    product.status_changed_at = timezone.now()
+    product.classification_error = ""
+    product.suggested_category = None
+    product.confidence = None
+    product.model_version = None
+    product.classified_sha256 = ""
+    changed = [
+        "image",
+        "image_sha256",
+        "status",
+        "status_changed_at",
+        "classification_error",
+        *PREDICTION_FIELDS,
+    ]
+    # A category predicted from the old photo says nothing about the new one; a person's choice stays.
+    if product.category_source == Product.CategorySource.PREDICTED:
+        product.category = None
+        product.category_source = Product.CategorySource.NONE
+        changed += ["category", "category_source"]
+    return changed
+
+
+@transaction.atomic
+def product_update(*, product: Product, updated_by: AbstractBaseUser | None = None, **fields) -> Product:
+    """Applies `fields` (name, description, price, sku, image, category, is_published) to the saved product.
+
+    Only a photo with different bytes re-runs classification (enqueued after commit) and clears the old
+    prediction; a category given here is a person's choice and is never replaced by a prediction.
+    Writes only the changed columns, so a prediction saved meanwhile by a worker is not overwritten.
+    """
+    unknown = sorted(set(fields) - PRODUCT_EDITABLE_FIELDS)
+    if unknown:
+        raise TypeError(
+            f"product_update() cannot change {', '.join(unknown)}; "
+            f"editable: {', '.join(sorted(PRODUCT_EDITABLE_FIELDS))}"
+        )
+    product = Product.objects.select_for_update().get(pk=product.pk)
+    changed: list[str] = []
+    photo_replaced = False
+    for field in ("name", "description", "price", "sku", "is_published"):
+        if field in fields and getattr(product, field) != fields[field]:
+            setattr(product, field, fields[field])
+            changed.append(field)
+    if "category" in fields:
+        changed += _person_sets_category(product=product, category=fields["category"], person=updated_by)
+    if "image" in fields:
+        image_sha256 = validate_product_image(fields["image"])
+        if image_sha256 != product.image_sha256:
+            changed += _photo_replaced(product=product, image=fields["image"], image_sha256=image_sha256)
+            photo_replaced = True
+    if not changed:
+        return product
+    product.full_clean(exclude=["image"])
+    try:
+        product.save(update_fields=[*dict.fromkeys(changed), "updated_at"])
+    except Exception:
+        if photo_replaced:
+            _delete_stored_image(product)
+        raise
+    if photo_replaced:
+        _classification_enqueue_on_commit(product_id=product.pk)
+    return product
+
+
+@transaction.atomic
+def products_classify_again(*, products: Iterable[Product]) -> int:
+    """Puts the products back in the classification queue (after a failure, or for a newly activated model).
+
+    Person-set categories stay; returns how many products were queued.
+    """
+    product_ids = list(
+        Product.objects.filter(pk__in=[product.pk for product in products]).values_list("pk", flat=True)
+    )
+    now = timezone.now()
+    Product.objects.filter(pk__in=product_ids).update(
+        status=Product.Status.PENDING,
+        status_changed_at=now,
+        classification_error="",
+        # Forgetting which photo was classified makes the worker classify it again instead of skipping it.
+        classified_sha256="",
+        updated_at=now,
+    )
+    for product_id in product_ids:
+        _classification_enqueue_on_commit(product_id=product_id)
+    return len(product_ids)
+
+
+class CategoryLabelError(ValueError):
+    """A model class name that cannot become a category."""
+
+
+def category_for_label(*, label: str) -> Category:
+    """The category a model class name files products under, created (active) on first use."""
+    name = " ".join(label.split())
+    slug = slugify(name)
+    if not slug:
+        raise CategoryLabelError(
+            f"class name {label!r} has no letters or digits to make a category slug from"
+        )
+    existing = Category.objects.filter(slug=slug).first() or Category.objects.filter(name=name).first()
+    if existing is not None:
+        return existing
+    category, _ = Category.objects.get_or_create(slug=slug, defaults={"name": name})
+    return category

@@ -1,0 +1,83 @@
+"""Fixtures every test may use: a private MEDIA_ROOT per test, and real image files made on the fly.
+
+pytest-django already provides `admin_user` and `admin_client` (a logged-in superuser), `settings` and
+`django_capture_on_commit_callbacks`.
+"""
+
+import io
+import os
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from PIL import Image
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ImageBytesFactory = Callable[..., bytes]
+UploadFactory = Callable[..., SimpleUploadedFile]
+
+CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
+
+
+@pytest.fixture(autouse=True)
+def media_root(settings, tmp_path: Path) -> Path:
+    """Uploads of each test land in their own empty folder, so a test can see exactly what was stored."""
+    root = tmp_path / "media"
+    root.mkdir()
+    settings.MEDIA_ROOT = str(root)
+    return root
+
+
+@pytest.fixture
+def stored_files(media_root: Path) -> Callable[[], list[Path]]:
+    """stored_files() -> every file now under this test's MEDIA_ROOT."""
+    return lambda: sorted(path for path in media_root.rglob("*") if path.is_file())
+
+
+@pytest.fixture
+def make_image_bytes() -> ImageBytesFactory:
+    """make_image_bytes("PNG", size=(40, 30), colour=(0, 128, 255), noise=False) -> the file's bytes.
+
+    noise=True fills the image with random pixels, so it compresses badly (for size limits) and two
+    calls with different seeds give different bytes.
+    """
+
+    def make(
+        image_format: str = "JPEG",
+        *,
+        size: tuple[int, int] = (32, 32),
+        colour: tuple[int, int, int] = (200, 40, 40),
+        noise: bool = False,
+        seed: int = 0,
+    ) -> bytes:
+        if noise:
+            pixels = random.Random(seed).randbytes(size[0] * size[1] * 3)
+            image = Image.frombytes("RGB", size, pixels)
+        else:
+            image = Image.new("RGB", size, colour)
+        buffer = io.BytesIO()
+        image.save(buffer, format=image_format)
+        return buffer.getvalue()
+
+    return make
+
+
+@pytest.fixture
+def make_upload(make_image_bytes: ImageBytesFactory) -> UploadFactory:
+    """make_upload("shirt.png", image_format="PNG") or make_upload("x.jpg", content=b"...") -> an upload."""
+
+    def make(
+        name: str = "photo.jpg",
+        *,
+        content: bytes | None = None,
+        image_format: str = "JPEG",
+        **image_options,
+    ) -> SimpleUploadedFile:
+        if content is None:
+            content = make_image_bytes(image_format, **image_options)
+        return SimpleUploadedFile(name, content, content_type=CONTENT_TYPES.get(image_format, "image/jpeg"))
+
+    return make
