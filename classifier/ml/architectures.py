@@ -1,0 +1,204 @@
+"""The classifier architectures and the recipe each one trains with.
+
+Every model takes raw 0..255 pixels (uint8 arrays cast to float) and scales them itself, so serving feeds
+exactly what training saw. The softmax layer is float32 so the models also train under mixed_bfloat16.
+"""
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import keras
+from keras import layers
+
+InputShape = tuple[int, int, int]
+
+# The course's seed models: Keras' default batch size and the notebook's epoch count.
+SEED_BATCH_SIZE = 32
+SEED_EPOCHS = 10
+SEED_LENET_LEARNING_RATE = 1e-3
+
+# vitrine_cnn: every tunable number of the default architecture and its recipe, in one place.
+VITRINE_CNN_WIDTH = 32
+VITRINE_CNN_DROPOUT = 0.2
+VITRINE_CNN_BATCH_SIZE = 128
+VITRINE_CNN_EPOCHS = 20
+VITRINE_CNN_PEAK_LEARNING_RATE = 3e-3
+VITRINE_CNN_WEIGHT_DECAY = 5e-4
+VITRINE_CNN_WARMUP_FRACTION = 1 / 6
+VITRINE_CNN_LABEL_SMOOTHING = 0.1
+VITRINE_CNN_TRANSLATION = 0.1
+# Larger photos are downsampled to at most this side before the three stages, so compute stays sane on CPU.
+VITRINE_CNN_STAGE_INPUT_SIDE = 32
+
+
+class ArchitectureError(ValueError):
+    """An architecture name we do not know; the message lists the choices."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How an architecture is trained: batch size, default epochs, target encoding and optimizer."""
+
+    batch_size: int
+    epochs: int
+    one_hot: bool
+    label_smoothing: float
+    # Called with the total number of optimizer steps, so schedules can span the whole run.
+    make_optimizer: Callable[[int], keras.optimizers.Optimizer]
+
+
+def _pixels_input(input_shape: InputShape) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+    inputs = keras.Input(shape=input_shape, name="pixels")
+    return inputs, layers.Rescaling(1.0 / 255, name="scale_to_unit")(inputs)
+
+
+def _category_probabilities(x: keras.KerasTensor, *, num_classes: int) -> keras.KerasTensor:
+    # float32 softmax: bfloat16 probabilities would round confidences near the 0.95 threshold.
+    return layers.Dense(num_classes, activation="softmax", dtype="float32", name="category")(x)
+
+
+def _make_dense_model(
+    *, num_classes: int, input_shape: InputShape, hidden_units: tuple[int, ...], name: str
+) -> keras.Model:
+    inputs, x = _pixels_input(input_shape)
+    x = layers.Flatten()(x)
+    for units in hidden_units:
+        x = layers.Dense(units, activation="relu")(x)
+    return keras.Model(inputs, _category_probabilities(x, num_classes=num_classes), name=name)
+
+
+def make_seed_dense_model(num_classes: int, input_shape: InputShape) -> keras.Model:
+    return _make_dense_model(
+        num_classes=num_classes, input_shape=input_shape, hidden_units=(256,), name="seed_dense"
+    )
+
+
+def make_seed_dense_plus128_model(num_classes: int, input_shape: InputShape) -> keras.Model:
+    return _make_dense_model(
+        num_classes=num_classes, input_shape=input_shape, hidden_units=(256, 128), name="seed_dense_plus128"
+    )
+
+
+def make_seed_dense_plus128_64_model(num_classes: int, input_shape: InputShape) -> keras.Model:
+    return _make_dense_model(
+        num_classes=num_classes,
+        input_shape=input_shape,
+        hidden_units=(256, 128, 64),
+        name="seed_dense_plus128_64",
+    )
+
+
+def make_seed_lenet_model(num_classes: int, input_shape: InputShape) -> keras.Model:
+    inputs, x = _pixels_input(input_shape)
+    x = layers.Conv2D(20, 5, padding="same", activation="relu")(x)
+    x = layers.MaxPooling2D(2)(x)
+    x = layers.Conv2D(50, 5, padding="same", activation="relu")(x)
+    x = layers.MaxPooling2D(2)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(500, activation="relu")(x)
+    return keras.Model(inputs, _category_probabilities(x, num_classes=num_classes), name="seed_lenet")
+
+
+def _conv_bn_relu(x: keras.KerasTensor, *, filters: int, strides: int = 1) -> keras.KerasTensor:
+    # No conv bias: BatchNormalization's offset does that job.
+    x = layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    return layers.ReLU()(x)
+
+
+def make_vitrine_cnn_model(num_classes: int, input_shape: InputShape) -> keras.Model:
+    inputs, x = _pixels_input(input_shape)
+    x = layers.RandomFlip("horizontal", name="augment_flip")(x)
+    x = layers.RandomTranslation(
+        VITRINE_CNN_TRANSLATION, VITRINE_CNN_TRANSLATION, fill_mode="constant", name="augment_shift"
+    )(x)
+    side = min(input_shape[0], input_shape[1])
+    if side > VITRINE_CNN_STAGE_INPUT_SIDE:
+        x = _conv_bn_relu(x, filters=VITRINE_CNN_WIDTH, strides=2)
+        side = math.ceil(side / 2)
+    while side > VITRINE_CNN_STAGE_INPUT_SIDE:
+        x = layers.MaxPooling2D(2, padding="same")(x)
+        side = math.ceil(side / 2)
+    for stage, filters in enumerate((VITRINE_CNN_WIDTH, 2 * VITRINE_CNN_WIDTH, 4 * VITRINE_CNN_WIDTH)):
+        if stage:
+            x = layers.MaxPooling2D(2, padding="same")(x)
+        x = _conv_bn_relu(x, filters=filters)
+        x = _conv_bn_relu(x, filters=filters)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dropout(VITRINE_CNN_DROPOUT)(x)
+    return keras.Model(inputs, _category_probabilities(x, num_classes=num_classes), name="vitrine_cnn")
+
+
+def _seed_adam(total_steps: int) -> keras.optimizers.Optimizer:
+    return keras.optimizers.Adam()
+
+
+def _seed_lenet_adam(total_steps: int) -> keras.optimizers.Optimizer:
+    # Inverse-time decay: the learning rate falls to half of 1e-3 by the last step.
+    schedule = keras.optimizers.schedules.InverseTimeDecay(
+        SEED_LENET_LEARNING_RATE, decay_steps=max(1, total_steps), decay_rate=1.0
+    )
+    return keras.optimizers.Adam(learning_rate=schedule)
+
+
+def _vitrine_cnn_adamw(total_steps: int) -> keras.optimizers.Optimizer:
+    warmup_steps = max(1, round(total_steps * VITRINE_CNN_WARMUP_FRACTION))
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0,
+        decay_steps=max(1, total_steps - warmup_steps),
+        warmup_target=VITRINE_CNN_PEAK_LEARNING_RATE,
+        warmup_steps=warmup_steps,
+    )
+    return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=VITRINE_CNN_WEIGHT_DECAY)
+
+
+_SEED_DENSE_RECIPE = Recipe(
+    batch_size=SEED_BATCH_SIZE,
+    epochs=SEED_EPOCHS,
+    one_hot=False,
+    label_smoothing=0.0,
+    make_optimizer=_seed_adam,
+)
+
+ARCHITECTURES: dict[str, tuple[Callable[[int, InputShape], keras.Model], Recipe]] = {
+    "seed_dense": (make_seed_dense_model, _SEED_DENSE_RECIPE),
+    "seed_dense_plus128": (make_seed_dense_plus128_model, _SEED_DENSE_RECIPE),
+    "seed_dense_plus128_64": (make_seed_dense_plus128_64_model, _SEED_DENSE_RECIPE),
+    "seed_lenet": (
+        make_seed_lenet_model,
+        Recipe(
+            batch_size=SEED_BATCH_SIZE,
+            epochs=SEED_EPOCHS,
+            one_hot=True,
+            label_smoothing=0.0,
+            make_optimizer=_seed_lenet_adam,
+        ),
+    ),
+    "vitrine_cnn": (
+        make_vitrine_cnn_model,
+        Recipe(
+            batch_size=VITRINE_CNN_BATCH_SIZE,
+            epochs=VITRINE_CNN_EPOCHS,
+            one_hot=True,
+            label_smoothing=VITRINE_CNN_LABEL_SMOOTHING,
+            make_optimizer=_vitrine_cnn_adamw,
+        ),
+    ),
+}
+DEFAULT_ARCH = "vitrine_cnn"
+
+
+def recipe_for(arch: str) -> Recipe:
+    return ARCHITECTURES[_known(arch)][1]
+
+
+def build_model(arch: str, *, num_classes: int, input_shape: InputShape) -> keras.Model:
+    make_model, _ = ARCHITECTURES[_known(arch)]
+    return make_model(num_classes, tuple(input_shape))
+
+
+def _known(arch: str) -> str:
+    if arch not in ARCHITECTURES:
+        raise ArchitectureError(f"unknown architecture {arch!r}; choose one of: {', '.join(ARCHITECTURES)}")
+    return arch

@@ -1,0 +1,100 @@
+"""Serving a trained artifact: load once per process, classify batches of photos with one compiled call."""
+
+import functools
+import os
+import pathlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import PIL.Image
+import tensorflow as tf
+
+from classifier.ml import preprocess
+from classifier.ml.artifact import Artifact, load_artifact
+
+SERVING_CHUNK = 64
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    confidence: float
+    top: list[tuple[str, float]]  # best first
+
+
+def compiled_inference(
+    *, model: keras.Model, input_shape: Sequence[int]
+) -> Callable[[np.ndarray], tf.Tensor]:
+    """model(pixels, training=False) as a graph traced once for any batch size (float32 pixels 0..255)."""
+    # A partial, not a lambda: TensorFlow counts retraces per code object, and would warn when several
+    # models (one trace each) share one lambda's code.
+    return tf.function(
+        functools.partial(model, training=False),
+        input_signature=[tf.TensorSpec((None, *input_shape), tf.float32)],
+    )
+
+
+def configure_tensorflow(*, threads: int | None = None) -> str:
+    """Sizes TensorFlow's thread pools to the cores this process owns; returns a line for the logs.
+
+    Call before TensorFlow runs any op: afterwards the pools are fixed and the line says so.
+    """
+    threads = threads or len(os.sched_getaffinity(0))
+    note = ""
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        # One op at a time, each spread over the pool: two pools of `threads` would fight over the same cores.
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        note = ", pools already fixed by an earlier TensorFlow op"
+    pools = f"{threads} thread{'s' if threads != 1 else ''}{note}"
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        names = [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name) for gpu in gpus]
+        return f"GPU: {', '.join(names)} (CPU {pools})"
+    return f"CPU ({pools})"
+
+
+class Classifier:
+    """A loaded model with its category names and the preprocessing it was trained with."""
+
+    def __init__(self, *, artifact: Artifact) -> None:
+        self.path: pathlib.Path = artifact.path
+        self.metadata: dict = artifact.metadata
+        self.class_names: list[str] = list(artifact.metadata["class_names"])
+        self.input_shape: tuple[int, int, int] = tuple(artifact.metadata["preprocessing"]["input_shape"])
+        self.style: str = artifact.metadata["preprocessing"]["style"]
+        self.model = artifact.model
+        # Traced once for any batch size; every call then runs the graph without per-call Python overhead.
+        self._probabilities = compiled_inference(model=self.model, input_shape=self.input_shape)
+
+    @classmethod
+    def load(cls, path: pathlib.Path, *, expected_num_classes: int | None = None) -> "Classifier":
+        return cls(artifact=load_artifact(pathlib.Path(path), expected_num_classes=expected_num_classes))
+
+    def predict_images(self, images: Sequence[PIL.Image.Image], *, top_k: int = 3) -> list[Prediction]:
+        predictions: list[Prediction] = []
+        for start in range(0, len(images), SERVING_CHUNK):
+            pixels = preprocess.prepare_batch(
+                images[start : start + SERVING_CHUNK], input_shape=self.input_shape, style=self.style
+            )
+            predictions += self.predict_arrays(pixels, top_k=top_k)
+        return predictions
+
+    def predict_arrays(self, x: np.ndarray, *, top_k: int = 3) -> list[Prediction]:
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
+            raise ValueError(
+                f"expected pixels of shape (N, {', '.join(map(str, self.input_shape))}), got {x.shape}"
+            )
+        top_k = max(1, min(top_k, len(self.class_names)))
+        predictions: list[Prediction] = []
+        for start in range(0, len(x), SERVING_CHUNK):
+            chunk = tf.convert_to_tensor(x[start : start + SERVING_CHUNK].astype(np.float32))
+            probabilities = self._probabilities(chunk).numpy()
+            for row in probabilities:
+                best = np.argsort(-row, kind="stable")[:top_k]
+                top = [(self.class_names[i], float(row[i])) for i in best]
+                predictions.append(Prediction(label=top[0][0], confidence=top[0][1], top=top))
+        return predictions

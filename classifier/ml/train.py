@@ -1,0 +1,300 @@
+"""Training one architecture on one data set into a self-contained artifact directory."""
+
+import datetime
+import math
+import os
+import pathlib
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import PIL
+import tensorflow as tf
+
+from classifier.ml.architectures import build_model, recipe_for
+from classifier.ml.artifact import save_artifact
+from classifier.ml.datasets import Dataset
+from classifier.ml.evaluate import evaluate
+
+ProgressCallback = Callable[[dict], None]
+MIXED_PRECISION_ENV = "VITRINE_MIXED_PRECISION"
+# CPU flags of bfloat16 matrix units; without them bfloat16 is emulated and slower than float32.
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+class TrainingError(ValueError):
+    """Training cannot start with these inputs (too few categories, empty split, occupied output folder)."""
+
+
+class TrainingCancelled(Exception):
+    """should_stop() asked to stop; nothing was written."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    artifact_dir: pathlib.Path
+    metrics: dict
+    seconds: float
+
+
+def cpu_has_bf16() -> bool:
+    try:
+        cpuinfo = pathlib.Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = {flag for line in cpuinfo.splitlines() if line.startswith("flags") for flag in line.split()}
+    return any(flag in flags for flag in BF16_CPU_FLAGS)
+
+
+def mixed_precision_wanted() -> bool:
+    """mixed_bfloat16 on a GPU or a CPU with bfloat16 units; VITRINE_MIXED_PRECISION=0/1 overrides."""
+    override = os.environ.get(MIXED_PRECISION_ENV, "").strip()
+    if override in ("0", "1"):
+        return override == "1"
+    if override:
+        raise TrainingError(f"{MIXED_PRECISION_ENV} must be 0 or 1, not {override!r}")
+    return bool(tf.config.list_physical_devices("GPU")) or cpu_has_bf16()
+
+
+def format_duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def format_progress(event: dict) -> str:
+    """One CLI line per epoch, e.g. 'epoch 3/10  loss 0.3124  acc 0.8871  val_loss …  42s  eta 1m30s'."""
+    parts = [
+        f"epoch {event['epoch']}/{event['epochs']}",
+        f"loss {event['loss']:.4f}",
+        f"acc {event['accuracy']:.4f}",
+    ]
+    if event.get("val_loss") is not None:
+        parts += [f"val_loss {event['val_loss']:.4f}", f"val_acc {event['val_accuracy']:.4f}"]
+    parts += [format_duration(event["epoch_s"]), f"eta {format_duration(event['eta_s'])}"]
+    return "  ".join(parts)
+
+
+class _ProgressAndCancel(keras.callbacks.Callback):
+    def __init__(
+        self, *, epochs: int, progress: ProgressCallback | None, should_stop: Callable[[], bool] | None
+    ) -> None:
+        super().__init__()
+        self._epochs = epochs
+        self._progress = progress
+        self._should_stop = should_stop
+        self._started = self._epoch_started = time.monotonic()
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._started = time.monotonic()
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch_started = time.monotonic()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        # Raising here leaves fit() at once, skipping the rest of the epoch and its validation pass.
+        if self._should_stop is not None and self._should_stop():
+            raise TrainingCancelled("training cancelled")
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self._progress is None:
+            return
+        logs = logs or {}
+        now = time.monotonic()
+        elapsed = now - self._started
+        done = epoch + 1
+
+        def number(key: str) -> float | None:
+            return float(logs[key]) if key in logs else None
+
+        self._progress(
+            {
+                "epoch": done,
+                "epochs": self._epochs,
+                "loss": number("loss"),
+                "accuracy": number("accuracy"),
+                "val_loss": number("val_loss"),
+                "val_accuracy": number("val_accuracy"),
+                "elapsed_s": elapsed,
+                "eta_s": elapsed / done * (self._epochs - done),
+                "epoch_s": now - self._epoch_started,
+            }
+        )
+
+
+def _batches(
+    *,
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int,
+    num_classes: int,
+    one_hot: bool,
+    shuffle_seed: int | None,
+) -> tf.data.Dataset:
+    # Pixels stay uint8 until a batch is cut: a quarter of the memory of a float copy of the data set.
+    data = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int64)))
+    if shuffle_seed is not None:
+        data = data.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
+
+    def to_model_inputs(pixels: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        targets = tf.one_hot(labels, num_classes) if one_hot else labels
+        return tf.cast(pixels, tf.float32), targets
+
+    return data.batch(batch_size).map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+
+
+def library_versions() -> dict:
+    return {
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "pillow": PIL.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _check_inputs(*, dataset: Dataset, out_dir: pathlib.Path, epochs: int, batch_size: int) -> None:
+    if dataset.num_classes < 2:
+        raise TrainingError(
+            f"{dataset.name}: needs at least 2 categories to train, found {dataset.num_classes}"
+        )
+    if len(dataset.x_train) == 0:
+        raise TrainingError(f"{dataset.name}: the training split is empty")
+    if len(dataset.x_test) == 0:
+        raise TrainingError(f"{dataset.name}: the test split is empty, nothing to evaluate the model on")
+    if epochs < 1:
+        raise TrainingError(f"epochs must be at least 1, not {epochs}")
+    if batch_size < 1:
+        raise TrainingError(f"batch size must be at least 1, not {batch_size}")
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise TrainingError(f"{out_dir}: already exists and is not an empty directory; choose a new one")
+
+
+def train(
+    *,
+    dataset: Dataset,
+    arch: str,
+    epochs: int | None,
+    out_dir: pathlib.Path,
+    seed: int = 0,
+    batch_size: int | None = None,
+    progress: ProgressCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Trains arch on dataset; writes the artifact (model, metadata, test-split evaluation) to out_dir.
+
+    out_dir must not exist yet (or be empty). The artifact is assembled in a hidden sibling directory and
+    moved into place at the end, so a failed or cancelled run leaves nothing behind.
+    """
+    recipe = recipe_for(arch)
+    epochs = recipe.epochs if epochs is None else epochs
+    batch_size = recipe.batch_size if batch_size is None else batch_size
+    out_dir = pathlib.Path(out_dir)
+    _check_inputs(dataset=dataset, out_dir=out_dir, epochs=epochs, batch_size=batch_size)
+    mixed_precision = mixed_precision_wanted()
+
+    started = time.monotonic()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging_dir = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    staging_dir.chmod(0o755)  # mkdtemp makes it private; the artifact is read by web and worker processes
+    policy_before = keras.mixed_precision.global_policy()
+    try:
+        keras.utils.set_random_seed(seed)
+        if mixed_precision:
+            keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        model = build_model(arch, num_classes=dataset.num_classes, input_shape=dataset.input_shape)
+        steps_per_epoch = math.ceil(len(dataset.x_train) / batch_size)
+        if recipe.one_hot:
+            loss = keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing)
+            accuracy = keras.metrics.CategoricalAccuracy(name="accuracy")
+        else:
+            loss = keras.losses.SparseCategoricalCrossentropy()
+            accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        model.compile(
+            optimizer=recipe.make_optimizer(steps_per_epoch * epochs), loss=loss, metrics=[accuracy]
+        )
+
+        def batches(x: np.ndarray, y: np.ndarray, shuffle_seed: int | None) -> tf.data.Dataset:
+            return _batches(
+                x=x,
+                y=y,
+                batch_size=batch_size,
+                num_classes=dataset.num_classes,
+                one_hot=recipe.one_hot,
+                shuffle_seed=shuffle_seed,
+            )
+
+        has_validation = len(dataset.x_val) > 0
+        history = model.fit(
+            batches(dataset.x_train, dataset.y_train, seed),
+            validation_data=batches(dataset.x_val, dataset.y_val, None) if has_validation else None,
+            epochs=epochs,
+            shuffle=False,  # the tf.data pipeline shuffles, seeded
+            verbose=0,
+            callbacks=[_ProgressAndCancel(epochs=epochs, progress=progress, should_stop=should_stop)],
+        )
+        last_epoch = {key: float(values[-1]) for key, values in history.history.items() if values}
+        metrics = {
+            "train_loss": last_epoch.get("loss"),
+            "train_accuracy": last_epoch.get("accuracy"),
+            "val_loss": last_epoch.get("val_loss"),
+            "val_accuracy": last_epoch.get("val_accuracy"),
+            **evaluate(
+                model=model,
+                x=dataset.x_test,
+                y=dataset.y_test,
+                class_names=list(dataset.class_names),
+                out_dir=staging_dir,
+                history=history.history,
+                prefix="test",
+            ),
+        }
+        seconds = time.monotonic() - started
+        input_shape = list(dataset.input_shape)
+        save_artifact(
+            out_dir=staging_dir,
+            model=model,
+            metadata={
+                "class_names": list(dataset.class_names),
+                "input_shape": input_shape,
+                "preprocessing": {"style": dataset.style, "input_shape": input_shape},
+                "architecture": arch,
+                "params": int(model.count_params()),
+                "epochs": epochs,
+                "seed": seed,
+                "batch_size": batch_size,
+                "precision": "mixed_bfloat16" if mixed_precision else "float32",
+                "data": {
+                    "name": dataset.name,
+                    "fingerprint": dataset.fingerprint,
+                    "train": int(len(dataset.x_train)),
+                    "val": int(len(dataset.x_val)),
+                    "test": int(len(dataset.x_test)),
+                    "skipped": list(dataset.skipped),
+                },
+                "metrics": metrics,
+                "history": {
+                    key: [float(value) for value in values] for key, values in history.history.items()
+                },
+                "library_versions": library_versions(),
+                "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                "seconds": round(seconds, 1),
+            },
+        )
+        if out_dir.exists():
+            out_dir.rmdir()
+        staging_dir.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(staging_dir, ignore_errors=True)
+        raise
+    finally:
+        keras.mixed_precision.set_global_policy(policy_before)
+    return TrainResult(artifact_dir=out_dir, metrics=metrics, seconds=seconds)
