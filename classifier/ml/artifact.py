@@ -7,6 +7,9 @@ from dataclasses import dataclass
 
 import keras
 
+# Registers our custom layers, so any artifact loads wherever this module is used.
+from classifier.ml import architectures  # noqa: F401
+
 MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"
 REQUIRED_METADATA_KEYS = ("class_names", "input_shape", "preprocessing", "architecture", "model_sha256")

@@ -16,7 +16,7 @@ import numpy as np
 import PIL
 import tensorflow as tf
 
-from classifier.ml.architectures import build_model, recipe_for
+from classifier.ml.architectures import build_model, recipe_for, with_mirror_average
 from classifier.ml.artifact import save_artifact
 from classifier.ml.datasets import Dataset
 from classifier.ml.evaluate import evaluate
@@ -242,6 +242,8 @@ def train(
             callbacks=[_ProgressAndCancel(epochs=epochs, progress=progress, should_stop=should_stop)],
         )
         last_epoch = {key: float(values[-1]) for key, values in history.history.items() if values}
+        if recipe.mirror_average:
+            model = with_mirror_average(model)
         metrics = {
             "train_loss": last_epoch.get("loss"),
             "train_accuracy": last_epoch.get("accuracy"),

@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from classifier.ml.architectures import ArchitectureError
-from classifier.ml.artifact import METADATA_FILE, MODEL_FILE, read_metadata
+from classifier.ml.architectures import DEFAULT_ARCH, ArchitectureError
+from classifier.ml.artifact import METADATA_FILE, MODEL_FILE, load_artifact, read_metadata
 from classifier.ml.datasets import Dataset, load_dataset
 from classifier.ml.evaluate import classification_report, confusion_matrix, evaluate, format_report
 from classifier.ml.train import TrainingCancelled, TrainingError, format_progress, train
@@ -261,3 +261,14 @@ def test_evaluate_without_history_skips_curves_but_writes_the_rest(small_fashion
     assert set(metrics) == {"val_accuracy", "val_loss", "val_macro_f1", "val_images"}
     assert "curves.png" not in leftovers(models_dir / "validation")
     assert "misclassified.png" in leftovers(models_dir / "validation")
+
+
+def test_default_model_gives_a_mirrored_photo_the_same_answer(small_fashion, models_dir):
+    result = train(dataset=small_fashion, arch=DEFAULT_ARCH, epochs=1, out_dir=models_dir / "mirror")
+    model = load_artifact(result.artifact_dir).model
+    pixels = small_fashion.x_test[:8].astype("float32")
+
+    as_taken = np.asarray(model(pixels, training=False))
+    mirrored = np.asarray(model(pixels[:, :, ::-1], training=False))
+
+    np.testing.assert_allclose(as_taken, mirrored, atol=1e-6)
