@@ -58,7 +58,11 @@ TEMPLATES = [
 
 # Embedded default: SQLite in var/. Set DATABASE_URL for PostgreSQL.
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
-DATABASES["default"]["ATOMIC_REQUESTS"] = False
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Web and worker write at once: wait for the lock instead of failing with "database is locked".
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -91,10 +95,69 @@ VITRINE_CONFIDENCE_THRESHOLD = env.float("VITRINE_CONFIDENCE_THRESHOLD", default
 VITRINE_STUCK_AFTER_SECONDS = env.int("VITRINE_STUCK_AFTER_SECONDS", default=120)
 
 # Celery. Embedded default: a filesystem broker that needs no server; set CELERY_BROKER_URL for Redis.
-CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://")
+# "localhost" only quiets kombu, which warns about a URL without a host; the folder is what matters.
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://localhost//")
 CELERY_BROKER_FILESYSTEM_DIR = env.path("CELERY_BROKER_FILESYSTEM_DIR", default=VAR_DIR / "broker")
 VITRINE_INFERENCE_QUEUE = env("VITRINE_INFERENCE_QUEUE", default="inference")
 VITRINE_TRAINING_QUEUE = env("VITRINE_TRAINING_QUEUE", default="training")
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+# The database holds every outcome; a result backend would only duplicate it.
+CELERY_TASK_IGNORE_RESULT = True
+# Nothing may land on a queue no worker listens to.
+CELERY_TASK_DEFAULT_QUEUE = VITRINE_INFERENCE_QUEUE
+CELERY_TASK_ROUTES = {
+    "classifier.tasks.classify_product": {"queue": VITRINE_INFERENCE_QUEUE},
+    "classifier.tasks.sweep_stuck_products": {"queue": VITRINE_INFERENCE_QUEUE},
+    "classifier.tasks.train*": {"queue": VITRINE_TRAINING_QUEUE},
+}
+# A message is acknowledged after its task ran, so a worker killed mid-task leaves it to be redelivered.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Enforced by prefork workers; the solo inference worker runs tasks inline where Celery cannot time them.
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=60)
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=90)
+CELERY_WORKER_SEND_TASK_EVENTS = False
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A save with the broker down gives up publishing within about a second; the sweep sends it later.
+CELERY_BROKER_CONNECTION_TIMEOUT = env.float("CELERY_BROKER_CONNECTION_TIMEOUT", default=1.0)
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.2,
+}
+
+
+def celery_broker_transport_options(*, broker_url: str, visibility_timeout_s: int) -> dict:
+    if broker_url.startswith("filesystem:"):
+        queue_dir = str(Path(CELERY_BROKER_FILESYSTEM_DIR) / "queue")
+        # One folder is both outbox and inbox: the web process and the workers on this machine share it.
+        return {
+            "data_folder_in": queue_dir,
+            "data_folder_out": queue_dir,
+            "control_folder": str(Path(CELERY_BROKER_FILESYSTEM_DIR) / "control"),
+            "polling_interval": 0.1,
+        }
+    return {
+        # An unacknowledged message (its worker died) goes back to the queue this long after delivery.
+        "visibility_timeout": visibility_timeout_s,
+        "unacked_restore_interval": max(1, min(10, visibility_timeout_s // 5)),
+        "unacked_restore_throttle": 1,
+        "socket_connect_timeout": CELERY_BROKER_CONNECTION_TIMEOUT,
+        "socket_timeout": env.float("CELERY_BROKER_SOCKET_TIMEOUT", default=3.0),
+    }
+
+
+# Longer than any task runs, or a running task would be delivered a second time.
+CELERY_BROKER_TRANSPORT_OPTIONS = celery_broker_transport_options(
+    broker_url=CELERY_BROKER_URL, visibility_timeout_s=env.int("CELERY_VISIBILITY_TIMEOUT", default=7200)
+)
+CELERY_BEAT_SCHEDULE_FILENAME = env(
+    "CELERY_BEAT_SCHEDULE_FILENAME", default=str(VAR_DIR / "celerybeat-schedule")
+)
 
 REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],

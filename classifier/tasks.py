@@ -1,0 +1,64 @@
+"""Celery tasks of the classifier: thin wrappers that fetch by id and call one service.
+
+Environment of a worker, for tests only: VITRINE_TEST_TASK_DELAY_S=N makes classify_product sleep N seconds
+before it classifies, so a test can kill the worker while a task is running. Unset (the default), no delay.
+"""
+
+import logging
+import os
+import time
+
+from celery import shared_task
+from celery.concurrency.prefork import TaskPool as PreforkPool
+from celery.signals import worker_ready
+from django.conf import settings
+from django.db import InterfaceError as DatabaseInterfaceError
+from django.db import OperationalError as DatabaseOperationalError
+from django.db import connections
+from kombu.exceptions import OperationalError as BrokerOperationalError
+
+from classifier import services
+
+logger = logging.getLogger(__name__)
+
+TEST_TASK_DELAY_ENV = "VITRINE_TEST_TASK_DELAY_S"
+# Errors that pass by themselves (database restarting, a lock held, broker reconnecting): retry with backoff.
+TRANSIENT_ERRORS = (DatabaseOperationalError, DatabaseInterfaceError, BrokerOperationalError)
+
+
+@shared_task(
+    name="classifier.tasks.classify_product",
+    acks_late=True,
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=True,
+    retry_backoff_max=60,
+    retry_jitter=True,
+    max_retries=6,
+    soft_time_limit=60,
+    time_limit=90,
+)
+def classify_product(product_id: int) -> None:
+    delay_s = float(os.environ.get(TEST_TASK_DELAY_ENV) or 0)
+    if delay_s:
+        logger.warning(
+            "product %s: %s=%s, sleeping before classifying", product_id, TEST_TASK_DELAY_ENV, delay_s
+        )
+        time.sleep(delay_s)
+    services.product_classify(product_id=product_id)
+
+
+@shared_task(name="classifier.tasks.sweep_stuck_products", acks_late=True)
+def sweep_stuck_products() -> int:
+    return services.products_sweep_stuck()
+
+
+@worker_ready.connect
+def _load_model_before_first_product(sender: object, **kwargs: object) -> None:
+    # A prefork parent must not load TensorFlow before it forks; children load the model at first use.
+    consumed = {queue.name for queue in sender.task_consumer.queues}
+    if settings.VITRINE_INFERENCE_QUEUE in consumed and not isinstance(sender.pool, PreforkPool):
+        from classifier import runtime
+
+        runtime.warm_up()
+        # Outside a task nothing closes it; an idle connection would not survive a database restart.
+        connections.close_all()
