@@ -21,9 +21,12 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "corsheaders",
     "rest_framework",
+    "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "catalog",
     "classifier",
 ]
@@ -31,6 +34,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # Before CommonMiddleware, so its redirects and errors carry the CORS headers too.
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -160,10 +165,41 @@ CELERY_BEAT_SCHEDULE_FILENAME = env(
 )
 
 REST_FRAMEWORK = {
+    # A view that forgets to name its permissions is staff-only, never open to writes.
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Token first: an anonymous write gets 401 with a WWW-Authenticate header, not a bare 403.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PAGINATION_CLASS": "catalog.api.pagination.CatalogPagination",
+    "DEFAULT_THROTTLE_CLASSES": ["catalog.api.throttling.AnonymousClientThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"anon": env("VITRINE_API_ANON_RATE", default="120/min")},
+    "DEFAULT_SCHEMA_CLASS": "catalog.api.schema.CatalogAutoSchema",
 }
-SPECTACULAR_SETTINGS = {"TITLE": "vitrine API", "VERSION": "1.0.0"}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "vitrine API",
+    "DESCRIPTION": (
+        "The shop catalog: published products and their categories for anyone; "
+        "uploads, category corrections and classification details for staff (token or session)."
+    ),
+    "VERSION": "1.0.0",
+    # The schema describes the catalog API, not the endpoint that serves it.
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    # Our one PATCH takes a required field; a "Patched" copy would wrongly make it optional.
+    "COMPONENT_SPLIT_PATCH": False,
+    # Tags and operation ids from what follows /api/v1/: "products", "categories", "model-versions".
+    "SCHEMA_PATH_PREFIX": r"/api/v[0-9]+",
+    # Swagger UI's files come from the installed sidecar package: the docs page works without a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# The storefront's origins, e.g. CORS_ALLOWED_ORIGINS=https://shop.example.com; none by default.
+CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
+CORS_URLS_REGEX = r"^/api/.*$"
 
 LOGGING = {
     "version": 1,

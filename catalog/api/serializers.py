@@ -1,0 +1,186 @@
+"""What the API shows and accepts. Writes are validated here for shape, then saved by catalog.services."""
+
+from decimal import Decimal
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+from rest_framework.validators import UniqueValidator
+
+from catalog.models import Category, Product
+from classifier.models import ModelVersion
+
+PRODUCT_CLASSIFICATION_VIEW = "catalog-api:product-classification"
+
+
+@extend_schema_field(
+    {"type": "string", "format": "decimal", "pattern": r"^\d{1,8}(\.\d{1,2})?$", "example": "19.90"}
+)
+class PriceField(serializers.DecimalField):
+    """A price in the shop's currency, sent and shown as a string such as "19.90"; never negative."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(max_digits=10, decimal_places=2, min_value=Decimal("0"), **kwargs)
+
+
+class CategorySummarySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Category
+        fields = ["slug", "name"]
+        read_only_fields = fields
+
+
+class CategorySerializer(serializers.ModelSerializer):
+    product_count = serializers.IntegerField(read_only=True, help_text="Published products in the category.")
+
+    class Meta:
+        model = Category
+        fields = ["slug", "name", "product_count"]
+        read_only_fields = fields
+
+
+class ProductSerializer(serializers.ModelSerializer):
+    """A product as the storefront shows it: no classification internals."""
+
+    price = PriceField(read_only=True)
+    image_url = serializers.ImageField(source="image", read_only=True, help_text="Absolute URL of the photo.")
+    category = CategorySummarySerializer(read_only=True, allow_null=True)
+
+    class Meta:
+        model = Product
+        fields = [
+            "id",
+            "name",
+            "slug",
+            "description",
+            "price",
+            "image_url",
+            "category",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "description": (
+            "Slug of an active category: a person's choice that no prediction replaces. "
+            "Left out or empty: the classifier files the product."
+        ),
+    }
+)
+class OptionalCategoryField(serializers.SlugRelatedField):
+    """A category slug in a form, where an empty value means none (as an HTML form sends it)."""
+
+
+class ProductCreateSerializer(serializers.Serializer):
+    """A new product, sent as multipart/form-data with its photo."""
+
+    name = serializers.CharField(max_length=200)
+    sku = serializers.CharField(
+        max_length=64,
+        validators=[
+            UniqueValidator(queryset=Product.objects.all(), message="A product with this SKU already exists.")
+        ],
+    )
+    price = PriceField()
+    image = serializers.FileField(
+        allow_empty_file=True,
+        help_text="JPEG, PNG, WebP or GIF photo; checked by content, and its name must match the format.",
+    )
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    category = OptionalCategoryField(
+        slug_field="slug",
+        queryset=Category.objects.filter(is_active=True),
+        required=False,
+        error_messages={"does_not_exist": "No active category has the slug {value}."},
+    )
+    is_published = serializers.BooleanField(default=True)
+
+
+class ProductCreatedSerializer(ProductSerializer):
+    """The product just saved, its classification status, and where to follow it."""
+
+    status = serializers.ChoiceField(choices=Product.Status.choices, read_only=True)
+    classification_url = serializers.HyperlinkedIdentityField(
+        view_name=PRODUCT_CLASSIFICATION_VIEW,
+        lookup_url_kwarg="id_or_slug",
+        help_text="Poll this URL (staff) for the category the classifier suggests.",
+    )
+
+    class Meta(ProductSerializer.Meta):
+        fields = [*ProductSerializer.Meta.fields, "status", "classification_url"]
+        read_only_fields = fields
+
+
+class ModelVersionSummarySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ModelVersion
+        fields = ["id", "name"]
+        read_only_fields = fields
+
+
+class ProductClassificationSerializer(serializers.ModelSerializer):
+    """Where a product stands with the classifier, for staff."""
+
+    product_id = serializers.IntegerField(source="id", read_only=True)
+    category = CategorySummarySerializer(read_only=True, allow_null=True)
+    suggested_category = CategorySummarySerializer(
+        read_only=True, allow_null=True, help_text="The category the model predicted, confident or not."
+    )
+    model_version = ModelVersionSummarySerializer(
+        read_only=True, allow_null=True, help_text="The model that made the prediction."
+    )
+    error = serializers.CharField(
+        source="classification_error", read_only=True, help_text="Why classification failed; empty otherwise."
+    )
+    reviewed_by = serializers.CharField(
+        source="reviewed_by.get_username", read_only=True, allow_null=True, help_text="Who set the category."
+    )
+
+    class Meta:
+        model = Product
+        fields = [
+            "product_id",
+            "status",
+            "status_changed_at",
+            "category",
+            "category_source",
+            "suggested_category",
+            "confidence",
+            "model_version",
+            "error",
+            "reviewed_at",
+            "reviewed_by",
+        ]
+        read_only_fields = fields
+
+
+class CategoryCorrectionSerializer(serializers.Serializer):
+    category = serializers.SlugRelatedField(
+        slug_field="slug",
+        queryset=Category.objects.filter(is_active=True),
+        error_messages={"does_not_exist": "No active category has the slug {value}."},
+        help_text="Slug of the active category the product belongs to; marks it reviewed.",
+    )
+
+
+class ModelVersionSerializer(serializers.ModelSerializer):
+    class_names = serializers.ListField(child=serializers.CharField(), read_only=True)
+    metrics = serializers.DictField(read_only=True, help_text="Evaluation figures recorded at training.")
+
+    class Meta:
+        model = ModelVersion
+        fields = [
+            "id",
+            "name",
+            "architecture",
+            "class_names",
+            "metrics",
+            "threshold",
+            "is_active",
+            "activated_at",
+            "created_at",
+        ]
+        read_only_fields = fields

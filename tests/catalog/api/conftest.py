@@ -1,0 +1,53 @@
+"""Clients for the three kinds of caller: anonymous, signed-in customer, staff (token auth)."""
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+
+@pytest.fixture(autouse=True)
+def forget_throttle_history():
+    """The anonymous throttle counts requests in the cache; each test starts with a clean count."""
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def anonymous_client() -> APIClient:
+    return APIClient()
+
+
+def _token_client(user) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    return client
+
+
+@pytest.fixture
+def customer(db):
+    return get_user_model().objects.create_user(username="customer", password="not-staff-9")
+
+
+@pytest.fixture
+def staff_user(db):
+    return get_user_model().objects.create_user(username="editor", password="staff-pass-9", is_staff=True)
+
+
+@pytest.fixture
+def customer_client(customer) -> APIClient:
+    return _token_client(customer)
+
+
+@pytest.fixture
+def staff_client(staff_user) -> APIClient:
+    return _token_client(staff_user)
+
+
+@pytest.fixture
+def client_for(anonymous_client, customer_client, staff_client):
+    """client_for("anonymous" | "customer" | "staff") -> the API client of that caller."""
+    clients = {"anonymous": anonymous_client, "customer": customer_client, "staff": staff_client}
+    return clients.__getitem__
