@@ -6,6 +6,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 ADDRPORT ?= 127.0.0.1:8000
+# The browser test drives Debian's Chromium; Playwright's own browser download is never used.
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: run test services
 
@@ -20,6 +22,10 @@ $(VENV)/.installed: requirements.txt | $(BIN)/python
 $(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $@ $(VENV)/.installed
+
+$(CHROMIUM):
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
 run: $(VENV)/.installed
 	$(BIN)/python manage.py migrate --noinput
@@ -38,6 +44,6 @@ services:
 		sleep 0.2; \
 	done; echo "PostgreSQL or Redis did not come up on 127.0.0.1" >&2; exit 1
 
-test: $(VENV)/.installed-dev services
+test: $(VENV)/.installed-dev services $(CHROMIUM)
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q

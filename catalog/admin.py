@@ -1,14 +1,36 @@
+from collections.abc import Callable
+
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
-from django.urls import reverse
-from django.utils.html import format_html
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.decorators import method_decorator
+from django.utils.html import format_html, format_html_join
+from django.views.decorators.http import require_POST
 
 from catalog.forms import ProductAdminForm, ProductImageForm
-from catalog.models import Category, Product, ProductImage
-from catalog.selectors import category_list_with_product_count
-from catalog.services import PRODUCT_EDITABLE_FIELDS, product_create, product_update, products_classify_again
+from catalog.models import Category, Product, ProductImage, ReviewQueueItem
+from catalog.selectors import category_list_with_product_count, products_needing_review
+from catalog.services import (
+    PRODUCT_EDITABLE_FIELDS,
+    CategoryMergeError,
+    ReviewError,
+    categories_merge,
+    categories_reactivate,
+    categories_retire,
+    product_accept_suggestion,
+    product_create,
+    product_file_under,
+    product_update,
+    products_accept_suggestions,
+    products_classify_again,
+)
 
+# Views that change data answer POST only; a link or a prefetch must not file a product.
+post_only = method_decorator(require_POST)
 PRODUCT_FIELDS_ON_ADD = ("name", "description", "price", "sku", "image", "category", "is_published")
 
 
@@ -57,7 +79,7 @@ class ProductAdmin(admin.ModelAdmin):
     list_filter = ("status", "category", "category_source")
     list_select_related = ("category", "suggested_category", "model_version")
     search_fields = ("name", "sku")
-    actions = ["classify_again"]
+    actions = ["classify_again", "reclassify_in_background"]
     readonly_fields = (
         "slug",
         "image_preview",
@@ -123,17 +145,249 @@ class ProductAdmin(admin.ModelAdmin):
         count = products_classify_again(products=queryset)
         self.message_user(request, f"{count} product(s) queued for classification.", messages.SUCCESS)
 
+    @admin.action(description="Re-classify the selected products with the active model (background job)")
+    def reclassify_in_background(
+        self, request: HttpRequest, queryset: QuerySet[Product]
+    ) -> HttpResponseRedirect | None:
+        # The classifier app owns bulk jobs; imported here as the catalog's other uses of it are.
+        from classifier.services import BulkJobError, bulk_job_create
+
+        try:
+            job = bulk_job_create(products=queryset, created_by=request.user)
+        except BulkJobError as error:
+            self.message_user(request, str(error), messages.ERROR)
+            return None
+        self.message_user(
+            request, f"Re-classifying {job.total} product(s) in the background.", messages.SUCCESS
+        )
+        return HttpResponseRedirect(reverse("admin:classifier_bulkjob_change", args=[job.pk]))
+
+
+@admin.register(ReviewQueueItem)
+class ReviewQueueAdmin(admin.ModelAdmin):
+    """Products the model was not sure about, the least sure first: accept, correct, or bulk-accept."""
+
+    list_display_links = None
+    list_per_page = 50
+    search_fields = ("name", "sku")
+    list_filter = ("suggested_category",)
+    actions = ["accept_suggestions"]
+    change_list_template = "vitrine/review_queue_change_list.html"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Product]:
+        return products_needing_review().order_by("confidence", "status_changed_at", "pk")
+
+    def get_list_display(self, request: HttpRequest) -> tuple:
+        # Read once per page, not once per row; a closure keeps it out of the shared admin instance.
+        categories = list(Category.objects.filter(is_active=True).only("pk", "name"))
+
+        @admin.display(description="Decision")
+        def decision(obj: Product) -> str:
+            return self._decision_controls(obj, categories)
+
+        return ("thumbnail", "product", "suggestion", "confidence_percent", decision)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Product | None = None) -> bool:
+        return False
+
+    def change_view(self, request: HttpRequest, object_id: str, *args, **kwargs) -> HttpResponse:
+        # A product is edited on its own page; the queue only decides categories.
+        return HttpResponseRedirect(reverse("admin:catalog_product_change", args=[object_id]))
+
+    def get_urls(self) -> list:
+        wrap = self.admin_site.admin_view
+        return [
+            path("<int:product_id>/accept/", wrap(self.accept_view), name="catalog_reviewqueueitem_accept"),
+            path(
+                "<int:product_id>/set-category/",
+                wrap(self.set_category_view),
+                name="catalog_reviewqueueitem_set_category",
+            ),
+            *super().get_urls(),
+        ]
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        return super().changelist_view(request, {"title": "Review queue", **(extra_context or {})})
+
+    @admin.display(description="Photo")
+    def thumbnail(self, obj: Product) -> str:
+        return _image_tag(obj.image, size=64)
+
+    @admin.display(description="Product", ordering="name")
+    def product(self, obj: Product) -> str:
+        url = reverse("admin:catalog_product_change", args=[obj.pk])
+        return format_html('<a href="{}">{}</a><br><small>{}</small>', url, obj.name, obj.sku)
+
+    @admin.display(description="Suggestion", ordering="suggested_category__name")
+    def suggestion(self, obj: Product) -> str:
+        if obj.suggested_category is None:
+            return self.get_empty_value_display()
+        if not obj.suggested_category.is_active:
+            return format_html("{} <small>(retired)</small>", obj.suggested_category.name)
+        return obj.suggested_category.name
+
+    @admin.display(description="Confidence", ordering="confidence")
+    def confidence_percent(self, obj: Product) -> str:
+        if obj.confidence is None:
+            return self.get_empty_value_display()
+        return f"{obj.confidence:.1%}"
+
+    def _decision_controls(self, obj: Product, categories: list[Category]) -> str:
+        # Buttons of the changelist's own form, each posting to its own view (forms cannot nest).
+        accept = ""
+        if obj.suggested_category is not None and obj.suggested_category.is_active:
+            accept = format_html(
+                '<button type="submit" class="button default" id="accept-{}" formaction="{}">'
+                "Accept suggestion</button> ",
+                obj.pk,
+                reverse("admin:catalog_reviewqueueitem_accept", args=[obj.pk]),
+            )
+        options = format_html_join(
+            "",
+            '<option value="{}"{}>{}</option>',
+            (
+                (category.pk, " selected" if category.pk == obj.suggested_category_id else "", category.name)
+                for category in categories
+            ),
+        )
+        return format_html(
+            '{}<select name="category-for-{}" id="category-for-{}" class="review-category" '
+            'aria-label="Category for {}">{}</select> '
+            '<button type="submit" class="button" id="set-category-{}" formaction="{}">Set category</button>',
+            accept,
+            obj.pk,
+            obj.pk,
+            obj.name,
+            options,
+            obj.pk,
+            reverse("admin:catalog_reviewqueueitem_set_category", args=[obj.pk]),
+        )
+
+    def _decided(self, request: HttpRequest, decide: Callable[[], Product]) -> HttpResponseRedirect:
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        try:
+            product = decide()
+        except ReviewError as error:
+            self.message_user(request, str(error), messages.ERROR)
+        else:
+            self.message_user(
+                request, f"{product.name} is filed under {product.category.name}.", messages.SUCCESS
+            )
+        return HttpResponseRedirect(reverse("admin:catalog_reviewqueueitem_changelist"))
+
+    @staticmethod
+    def _product(product_id: int) -> Product:
+        return get_object_or_404(Product.objects.select_related("suggested_category"), pk=product_id)
+
+    @post_only
+    def accept_view(self, request: HttpRequest, product_id: int) -> HttpResponseRedirect:
+        product = self._product(product_id)
+        return self._decided(
+            request, lambda: product_accept_suggestion(product=product, reviewed_by=request.user)
+        )
+
+    @post_only
+    def set_category_view(self, request: HttpRequest, product_id: int) -> HttpResponseRedirect:
+        product = self._product(product_id)
+        category_id = request.POST.get(f"category-for-{product_id}", "")
+        category = Category.objects.filter(pk=int(category_id)).first() if category_id.isdigit() else None
+
+        def decide() -> Product:
+            if category is None:
+                raise ReviewError(f"choose a category for {product.name}")
+            return product_file_under(product=product, category=category, reviewed_by=request.user)
+
+        return self._decided(request, decide)
+
+    @admin.action(description="Accept the suggestions of the selected products", permissions=["change"])
+    def accept_suggestions(self, request: HttpRequest, queryset: QuerySet[Product]) -> None:
+        accepted, problems = products_accept_suggestions(
+            products=queryset.select_related("suggested_category"), reviewed_by=request.user
+        )
+        if accepted:
+            self.message_user(
+                request, f"{accepted} product(s) filed under their suggestion.", messages.SUCCESS
+            )
+        for problem in problems:
+            self.message_user(request, problem, messages.WARNING)
+
 
 @admin.register(Category)
 class CategoryAdmin(admin.ModelAdmin):
-    list_display = ("name", "slug", "is_active", "product_count")
+    list_display = ("name", "slug", "is_active", "product_count", "merged_into")
     list_filter = ("is_active",)
+    list_select_related = ("merged_into",)
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}
-    fields = ("name", "slug", "is_active")
+    fields = ("name", "slug", "is_active", "merged_into")
+    readonly_fields = ("merged_into",)
+    actions = ["merge_categories", "retire_categories", "reactivate_categories"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Category]:
         return category_list_with_product_count()
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Category | None = None) -> tuple:
+        # The slug ties a category to the model's class names; renaming changes the name only.
+        return ("slug", "merged_into") if obj is not None else ("merged_into",)
+
+    def get_prepopulated_fields(self, request: HttpRequest, obj: Category | None = None) -> dict:
+        return {} if obj is not None else self.prepopulated_fields
+
+    @admin.action(description="Merge the selected categories into one…", permissions=["change"])
+    def merge_categories(self, request: HttpRequest, queryset: QuerySet[Category]) -> TemplateResponse | None:
+        categories = list(queryset.order_by("name"))
+        if len(categories) < 2:
+            self.message_user(request, "Select two or more categories to merge.", messages.ERROR)
+            return None
+        into_id = request.POST.get("into", "")
+        into = next((category for category in categories if str(category.pk) == into_id), None)
+        if request.POST.get("confirm_merge") and into is not None:
+            try:
+                moved = categories_merge(into=into, merged=categories)
+            except CategoryMergeError as error:
+                self.message_user(request, str(error), messages.ERROR)
+                return None
+            merged_names = ", ".join(category.name for category in categories if category.pk != into.pk)
+            self.message_user(
+                request,
+                f"Merged {merged_names} into {into.name}: {moved} product(s) moved; the merged categories "
+                "are retired and their predictions now file into it.",
+                messages.SUCCESS,
+            )
+            return None
+        return TemplateResponse(
+            request,
+            "vitrine/category_merge.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Merge categories",
+                "opts": self.model._meta,
+                "categories": categories,
+                "into_id": into_id,
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            },
+        )
+
+    @admin.action(description="Retire the selected categories", permissions=["change"])
+    def retire_categories(self, request: HttpRequest, queryset: QuerySet[Category]) -> None:
+        count = categories_retire(categories=queryset)
+        self.message_user(
+            request,
+            f"{count} categor{'y' if count == 1 else 'ies'} retired: no longer offered; what the model "
+            "files there waits for review.",
+            messages.SUCCESS,
+        )
+
+    @admin.action(description="Reactivate the selected categories", permissions=["change"])
+    def reactivate_categories(self, request: HttpRequest, queryset: QuerySet[Category]) -> None:
+        count = categories_reactivate(categories=queryset)
+        self.message_user(
+            request, f"{count} categor{'y' if count == 1 else 'ies'} active again.", messages.SUCCESS
+        )
 
     @admin.display(description="Products", ordering="product_count")
     def product_count(self, obj: Category) -> str:

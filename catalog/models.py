@@ -18,6 +18,10 @@ class Category(models.Model):
     slug = models.SlugField(max_length=100, unique=True)
     # Retired categories keep their products and history but receive no new ones.
     is_active = models.BooleanField(default=True)
+    # Set when merged into another category: a model class of this name then files products there.
+    merged_into = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="merged_from", editable=False
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -109,3 +113,12 @@ class ProductImage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.product} photo {self.position}"
+
+
+class ReviewQueueItem(Product):
+    """A product as the review queue shows it: waiting for a person to confirm or correct its category."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "review queue item"
+        verbose_name_plural = "review queue"

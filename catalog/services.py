@@ -228,3 +228,96 @@ def category_for_label(*, label: str) -> Category:
         return existing
     category, _ = Category.objects.get_or_create(slug=slug, defaults={"name": name})
     return category
+
+
+class ReviewError(ValueError):
+    """A review decision that cannot be applied (no suggestion, a retired category)."""
+
+
+class CategoryMergeError(ValueError):
+    """Categories that cannot be merged as asked."""
+
+
+def category_for_prediction(*, label: str) -> Category:
+    """The category a model class name files products under now: a merged category's label leads to the
+    category it was merged into."""
+    category = category_for_label(label=label)
+    seen = {category.pk}
+    while category.merged_into_id is not None and category.merged_into_id not in seen:
+        category = category.merged_into
+        seen.add(category.pk)
+    return category
+
+
+def product_file_under(
+    *, product: Product, category: Category, reviewed_by: AbstractBaseUser | None
+) -> Product:
+    """A person files the product under `category` (from the review queue); it becomes training data.
+
+    Raises ReviewError for a retired category.
+    """
+    if not category.is_active:
+        raise ReviewError(f"{category.name} is retired; choose an active category for {product.name}")
+    return product_update(product=product, updated_by=reviewed_by, category=category)
+
+
+def product_accept_suggestion(*, product: Product, reviewed_by: AbstractBaseUser | None) -> Product:
+    """Files the product under the category the model suggested, as a person's reviewed choice."""
+    if product.suggested_category is None:
+        raise ReviewError(f"{product.name} has no suggested category to accept")
+    return product_file_under(product=product, category=product.suggested_category, reviewed_by=reviewed_by)
+
+
+def products_accept_suggestions(
+    *, products: Iterable[Product], reviewed_by: AbstractBaseUser | None
+) -> tuple[int, list[str]]:
+    """Accepts each product's suggestion; returns how many were filed and why the others were not."""
+    accepted, problems = 0, []
+    for product in products:
+        try:
+            with transaction.atomic():
+                product_accept_suggestion(product=product, reviewed_by=reviewed_by)
+        except ReviewError as error:
+            problems.append(str(error))
+        else:
+            accepted += 1
+    return accepted, problems
+
+
+@transaction.atomic
+def categories_merge(*, into: Category, merged: Iterable[Category]) -> int:
+    """Moves every product (and every suggestion) of `merged` to `into` and retires the merged categories.
+
+    A model class named after a merged category files into `into` from then on. Returns the products moved.
+    """
+    into = Category.objects.select_for_update().get(pk=into.pk)
+    if not into.is_active:
+        raise CategoryMergeError(f"{into.name} is retired; reactivate it before merging into it")
+    merged_ids = sorted({category.pk for category in merged} - {into.pk})
+    if not merged_ids:
+        raise CategoryMergeError(f"choose at least one category besides {into.name} to merge into it")
+    list(Category.objects.select_for_update().filter(pk__in=merged_ids))
+    now = timezone.now()
+    moved = Product.objects.filter(category_id__in=merged_ids).update(category=into, updated_at=now)
+    Product.objects.filter(suggested_category_id__in=merged_ids).update(
+        suggested_category=into, updated_at=now
+    )
+    # Earlier merges into a category merged now lead straight to the new target.
+    Category.objects.filter(merged_into_id__in=merged_ids).update(merged_into=into)
+    Category.objects.filter(pk__in=merged_ids).update(is_active=False, merged_into=into, updated_at=now)
+    return moved
+
+
+def categories_retire(*, categories: Iterable[Category]) -> int:
+    """Retired categories keep their products but are no longer offered, and predictions of them wait for
+    review instead of filing products."""
+    return Category.objects.filter(pk__in=[category.pk for category in categories], is_active=True).update(
+        is_active=False, updated_at=timezone.now()
+    )
+
+
+def categories_reactivate(*, categories: Iterable[Category]) -> int:
+    """Active again, and no longer redirected to a category they were merged into."""
+    return Category.objects.filter(pk__in=[category.pk for category in categories]).update(
+        is_active=True, merged_into=None, updated_at=timezone.now()
+    )

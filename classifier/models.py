@@ -47,7 +47,12 @@ class TrainingRun(models.Model):
     progress = models.JSONField(default=dict, blank=True)
     data_fingerprint = models.CharField(max_length=64, blank=True)
     error = models.TextField(blank=True)
+    # What came of the run, in words: what it trained on, why it was skipped or cancelled.
+    message = models.TextField(blank=True)
     cancel_requested = models.BooleanField(default=False)
+    # The worker that claimed the run, and when it last said it is alive: a silent run is swept as failed.
+    worker = models.CharField(max_length=255, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     model_version = models.OneToOneField(
         ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="training_run"
     )
@@ -63,3 +68,61 @@ class TrainingRun(models.Model):
 
     def __str__(self) -> str:
         return f"Training run {self.pk} ({self.status})"
+
+
+class ModelActivation(models.Model):
+    """One switch of the active model version; the history a roll back walks."""
+
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="activations")
+    # The version that was active until this switch (None: none was).
+    previous = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    is_roll_back = models.BooleanField(default=False)
+    activated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    activated_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-activated_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.model_version} activated {self.activated_at:%Y-%m-%d %H:%M}"
+
+
+class BulkJob(models.Model):
+    """Re-classifying many products with the active model in the background, chunk by chunk."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    # The chosen products (ascending ids), or None for every product up to last_product_id.
+    product_ids = models.JSONField(null=True, blank=True)
+    last_product_id = models.BigIntegerField(default=0)
+    chunk_size = models.PositiveIntegerField(default=64)
+    # Id of the last product handled: a restarted job goes on after it.
+    cursor = models.BigIntegerField(default=0)
+    total = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "bulk re-classification"
+        verbose_name_plural = "bulk re-classifications"
+
+    def __str__(self) -> str:
+        return f"Re-classification {self.pk} ({self.status})"

@@ -1,7 +1,8 @@
 """Celery tasks of the classifier: thin wrappers that fetch by id and call one service.
 
 Environment of a worker, for tests only: VITRINE_TEST_TASK_DELAY_S=N makes classify_product sleep N seconds
-before it classifies, so a test can kill the worker while a task is running. Unset (the default), no delay.
+before it classifies, and VITRINE_TEST_CHUNK_DELAY_S=N makes classify_products_chunk sleep N seconds before
+each chunk, so a test can kill the worker while a task is running. Unset (the default), no delay.
 """
 
 import logging
@@ -22,6 +23,7 @@ from classifier import services
 logger = logging.getLogger(__name__)
 
 TEST_TASK_DELAY_ENV = "VITRINE_TEST_TASK_DELAY_S"
+TEST_CHUNK_DELAY_ENV = "VITRINE_TEST_CHUNK_DELAY_S"
 # Errors that pass by themselves (database restarting, a lock held, broker reconnecting): retry with backoff.
 TRANSIENT_ERRORS = (DatabaseOperationalError, DatabaseInterfaceError, BrokerOperationalError)
 
@@ -52,6 +54,46 @@ def sweep_stuck_products() -> int:
     return services.products_sweep_stuck()
 
 
+# Acknowledged on receipt, unlike the others: a training outlives the broker's visibility timeout, and a
+# message still unacknowledged then would be delivered again. A run whose worker died is swept as failed.
+@shared_task(
+    name="classifier.tasks.train_model",
+    bind=True,
+    acks_late=False,
+    soft_time_limit=settings.VITRINE_TRAINING_TIME_LIMIT_S,
+    time_limit=settings.VITRINE_TRAINING_TIME_LIMIT_S + 60,
+)
+def train_model(self, run_id: int) -> None:
+    services.training_run_execute(run_id=run_id, worker=self.request.hostname or "")
+
+
+@shared_task(
+    name="classifier.tasks.classify_products_chunk",
+    acks_late=True,
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=True,
+    retry_backoff_max=60,
+    retry_jitter=True,
+    max_retries=6,
+    soft_time_limit=300,
+    time_limit=360,
+)
+def classify_products_chunk(job_id: int, cursor: int) -> None:
+    delay_s = float(os.environ.get(TEST_CHUNK_DELAY_ENV) or 0)
+    if delay_s:
+        logger.warning("bulk job %s: %s=%s, sleeping before the chunk", job_id, TEST_CHUNK_DELAY_ENV, delay_s)
+        time.sleep(delay_s)
+    services.bulk_job_run_chunk(job_id=job_id, cursor=cursor)
+
+
+@shared_task(name="classifier.tasks.sweep_background_jobs", acks_late=True)
+def sweep_background_jobs() -> dict:
+    return {
+        "training_runs_failed": services.training_runs_sweep(),
+        "bulk_jobs_resent": services.bulk_jobs_sweep(),
+    }
+
+
 @worker_ready.connect
 def _load_model_before_first_product(sender: object, **kwargs: object) -> None:
     # A prefork parent must not load TensorFlow before it forks; children load the model at first use.
@@ -62,3 +104,16 @@ def _load_model_before_first_product(sender: object, **kwargs: object) -> None:
         runtime.warm_up()
         # Outside a task nothing closes it; an idle connection would not survive a database restart.
         connections.close_all()
+
+
+@worker_ready.connect
+def _sweep_background_jobs_at_start(sender: object, **kwargs: object) -> None:
+    # A restarted worker cannot still be training what it claimed before; stalled bulk jobs go on.
+    consumed = {queue.name for queue in sender.task_consumer.queues}
+    if settings.VITRINE_TRAINING_QUEUE in consumed:
+        services.training_runs_fail_orphaned(worker=sender.hostname)
+        services.training_runs_sweep()
+    if settings.VITRINE_INFERENCE_QUEUE in consumed:
+        services.bulk_jobs_sweep()
+    # A prefork parent must not hand its database connection down to the children it forks later.
+    connections.close_all()

@@ -544,6 +544,87 @@ def _load_folder(
     )
 
 
+def _check_fractions(*, val_fraction: float, test_fraction: float) -> None:
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise DatasetError(
+            f"validation and test fractions must be in [0, 1) and sum under 1, got {val_fraction} and "
+            f"{test_fraction}"
+        )
+
+
+def load_labelled_files(
+    files: Sequence[tuple[str | os.PathLike, str]],
+    *,
+    image_size: tuple[int, int] = (96, 96),
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    warn: Callable[[str], None] | None = None,
+    name: str = "labelled photos",
+) -> Dataset:
+    """Photos each given with its class name (a shop's reviewed products), split as a folder is.
+
+    The class names are the distinct labels, sorted. Test and validation splits are carved from all photos,
+    stratified and seeded; unreadable files are skipped with `warn(...)` and listed in `.skipped`, and a photo
+    given twice (same file bytes, whatever its label) is kept once, the first time. Raises DatasetError with
+    fewer than two classes or a class left without a readable photo.
+    """
+    _check_fractions(val_fraction=val_fraction, test_fraction=test_fraction)
+    warn = warn or logger.warning
+    if not files:
+        raise DatasetError(f"{name}: no photos given")
+    class_names = sorted({str(label) for _, label in files})
+    if len(class_names) < 2:
+        raise DatasetError(f"{name}: only one class ({class_names[0]}); a classifier needs two or more")
+    label_of = {class_name: index for index, class_name in enumerate(class_names)}
+    photos = [
+        _PhotoFile(path=pathlib.Path(path).resolve(), label=label_of[str(label)]) for path, label in files
+    ]
+    root = pathlib.Path(os.path.commonpath([photo.path.parent for photo in photos]))
+    input_shape = (int(image_size[0]), int(image_size[1]), 3)
+
+    skipped: list[str] = []
+    first_seen: dict[str, str] = {}
+    pixels, labels = [], []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        decoded = pool.map(lambda photo: _decode(photo, root=root, input_shape=input_shape), photos)
+        for photo, result in zip(photos, decoded, strict=True):
+            photo_name = str(photo.path.relative_to(root))
+            if result.problem is not None:
+                warn(f"skipped {result.problem}")
+                skipped.append(photo_name)
+            elif result.digest in first_seen:
+                warn(f"skipped {photo_name}: same photo as {first_seen[result.digest]}")
+                skipped.append(photo_name)
+            else:
+                first_seen[result.digest] = photo_name
+                pixels.append(result.pixels)
+                labels.append(photo.label)
+    x_all = np.stack(pixels) if pixels else np.zeros((0, *input_shape), dtype=np.uint8)
+    y_all = np.asarray(labels, dtype=np.int64)
+    for label, class_name in enumerate(class_names):
+        if not np.any(y_all == label):
+            raise DatasetError(f"{name}: class {class_name!r} has no readable photos")
+
+    rng = np.random.default_rng(seed)
+    test_index, rest_index = _stratified_take(y_all, count=_carve_count(len(y_all), test_fraction), rng=rng)
+    x_rest, y_rest = x_all[rest_index], y_all[rest_index]
+    # The share of all photos, not of what remains after carving the test split.
+    share = val_fraction / (1.0 - test_fraction)
+    val_index, train_index = _stratified_take(y_rest, count=_carve_count(len(y_rest), share), rng=rng)
+    return _make_dataset(
+        name=name,
+        class_names=class_names,
+        style="photo",
+        splits=[
+            (x_rest[train_index], y_rest[train_index]),
+            (x_rest[val_index], y_rest[val_index]),
+            (x_all[test_index], y_all[test_index]),
+        ],
+        skipped=skipped,
+    )
+
+
 def load_dataset(
     name_or_path: str,
     *,
@@ -563,11 +644,7 @@ def load_dataset(
     skipped with `warn(...)` (default: a logging warning) and listed in `.skipped`, and a photo found twice
     (same file bytes) is kept once, in the evaluation split. Raises DatasetError on anything unusable.
     """
-    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
-        raise DatasetError(
-            f"validation and test fractions must be in [0, 1) and sum under 1, got {val_fraction} and "
-            f"{test_fraction}"
-        )
+    _check_fractions(val_fraction=val_fraction, test_fraction=test_fraction)
     datasets_dir = default_datasets_dir() if datasets_dir is None else pathlib.Path(datasets_dir)
     if name_or_path in BUILTIN:
         return _load_builtin(name_or_path, datasets_dir=datasets_dir, seed=seed, val_fraction=val_fraction)

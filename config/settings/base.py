@@ -98,6 +98,22 @@ VITRINE_DATASETS_DIR = env.path("VITRINE_DATASETS_DIR", default=BASE_DIR.parent 
 VITRINE_CONFIDENCE_THRESHOLD = env.float("VITRINE_CONFIDENCE_THRESHOLD", default=0.95)
 # Rows left pending/queued longer than this are re-enqueued by the sweep.
 VITRINE_STUCK_AFTER_SECONDS = env.int("VITRINE_STUCK_AFTER_SECONDS", default=120)
+# "Retrain now" in the admin: the recipe a one-click run uses (the settings page can change it per run).
+VITRINE_RETRAIN_ARCH = env("VITRINE_RETRAIN_ARCH", default="vitrine_cnn")
+# Empty: the architecture's own number of epochs.
+VITRINE_RETRAIN_EPOCHS = env.int("VITRINE_RETRAIN_EPOCHS", default=None)
+VITRINE_RETRAIN_IMAGE_SIZE = env.int("VITRINE_RETRAIN_IMAGE_SIZE", default=96)
+# A photo folder under VITRINE_DATASETS_DIR trained on beside the reviewed products; "" for none.
+VITRINE_RETRAIN_BASE_DATASET = env("VITRINE_RETRAIN_BASE_DATASET", default="")
+# Categories with fewer reviewed photos than this are left out of a training run (too few to split).
+VITRINE_RETRAIN_MIN_PHOTOS_PER_CATEGORY = env.int("VITRINE_RETRAIN_MIN_PHOTOS_PER_CATEGORY", default=3)
+VITRINE_TRAINING_TIME_LIMIT_S = env.int("VITRINE_TRAINING_TIME_LIMIT_S", default=3 * 3600)
+# A running training says it is alive this often; silent for VITRINE_TRAINING_STALE_AFTER_S, it is failed.
+VITRINE_TRAINING_HEARTBEAT_S = env.int("VITRINE_TRAINING_HEARTBEAT_S", default=30)
+VITRINE_TRAINING_STALE_AFTER_S = env.int("VITRINE_TRAINING_STALE_AFTER_S", default=600)
+# Products per task of a bulk re-classification; the job's cursor moves on after each chunk.
+VITRINE_BULK_CHUNK_SIZE = env.int("VITRINE_BULK_CHUNK_SIZE", default=64)
+VITRINE_BULK_STALE_AFTER_S = env.int("VITRINE_BULK_STALE_AFTER_S", default=300)
 
 # Celery. Embedded default: a filesystem broker that needs no server; set CELERY_BROKER_URL for Redis.
 # "localhost" only quiets kombu, which warns about a URL without a host; the folder is what matters.

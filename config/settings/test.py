@@ -1,5 +1,8 @@
 """The test suite: real PostgreSQL and Redis on this machine unless the environment names others."""
 
+import tempfile
+from pathlib import Path
+
 from .base import *  # noqa: F403
 from .base import celery_broker_transport_options, env
 
@@ -10,3 +13,12 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 CELERY_BROKER_TRANSPORT_OPTIONS = celery_broker_transport_options(
     broker_url=CELERY_BROKER_URL, visibility_timeout_s=env.int("CELERY_VISIBILITY_TIMEOUT", default=5)
 )
+# Models trained by tests and their workers (both read this) stay out of the repository's var/.
+VITRINE_MODELS_DIR = env.path(
+    "VITRINE_MODELS_DIR", default=Path(tempfile.gettempdir()) / "vitrine-test-models"
+)
+# A retrain in tests is one epoch of the smallest model on small photos: seconds.
+VITRINE_RETRAIN_ARCH = "seed_dense"
+VITRINE_RETRAIN_EPOCHS = 1
+VITRINE_RETRAIN_IMAGE_SIZE = 32
+VITRINE_RETRAIN_MIN_PHOTOS_PER_CATEGORY = 2

@@ -3,7 +3,6 @@ subprocesses that read the same database and MEDIA_ROOT as the tests. Tests here
 `django_db(transaction=True)`: rows must be committed for a worker process to see them.
 """
 
-import os
 import pathlib
 from collections.abc import Callable, Iterator
 
@@ -20,6 +19,7 @@ from tests.e2e.support import (
     database_url_of_tests,
     photo_bytes,
     tiny_model_dir,
+    worker_environment,
 )
 
 
@@ -61,16 +61,7 @@ def workers(
 ) -> Iterator[Workers]:
     """Worker processes of this session; all are stopped before the test database is dropped."""
     with django_db_blocker.unblock():
-        database_url = database_url_of_tests()
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings.test",
-        "DATABASE_URL": database_url,
-        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-        "DJANGO_MEDIA_ROOT": str(e2e_media_dir),
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "PYTHONUNBUFFERED": "1",
-    }
+        env = worker_environment(database_url=database_url_of_tests(), media_dir=e2e_media_dir)
     session_workers = Workers(env=env, log_dir=tmp_path_factory.mktemp("worker-logs"))
     yield session_workers
     session_workers.stop_all()

@@ -143,6 +143,19 @@ def database_url_of_tests() -> str:
     )
 
 
+def worker_environment(*, database_url: str, media_dir: pathlib.Path) -> dict[str, str]:
+    """The environment of a worker process that shares the tests' database, broker and MEDIA_ROOT."""
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "DATABASE_URL": database_url,
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "DJANGO_MEDIA_ROOT": str(media_dir),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
 class CeleryWorker:
     """`celery worker` in a subprocess: solo pool, inference and training queues, its log in a file."""
 
