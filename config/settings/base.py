@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -217,10 +218,26 @@ SPECTACULAR_SETTINGS = {
 CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
 CORS_URLS_REGEX = r"^/api/.*$"
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env("DJANGO_LOG_LEVEL", default="INFO")},
+LOG_LINE_FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s"
+LOG_FORMATTERS = {
+    "plain": {"format": LOG_LINE_FIELDS},
+    # One JSON object per line, for log collectors: production's default.
+    "json": {"()": "pythonjsonlogger.json.JsonFormatter", "fmt": LOG_LINE_FIELDS},
 }
+
+
+def logging_config(*, log_format: str) -> dict:
+    if log_format not in LOG_FORMATTERS:
+        raise ImproperlyConfigured(
+            f"DJANGO_LOG_FORMAT must be one of {', '.join(LOG_FORMATTERS)}, not {log_format!r}"
+        )
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {log_format: LOG_FORMATTERS[log_format]},
+        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": log_format}},
+        "root": {"handlers": ["console"], "level": env("DJANGO_LOG_LEVEL", default="INFO")},
+    }
+
+
+LOGGING = logging_config(log_format=env("DJANGO_LOG_FORMAT", default="plain"))

@@ -135,15 +135,17 @@ def test_the_runtime_loads_a_version_once_and_switches_when_another_is_activated
 
 
 def test_files_that_differ_from_the_registered_model_are_not_served(
-    product: Product, active_model_version: ModelVersion
+    product: Product, active_model_version: ModelVersion, caplog
 ) -> None:
     ModelVersion.objects.filter(pk=active_model_version.pk).update(model_sha256="0" * 64)
 
-    with pytest.raises(runtime.ServedModelError, match="holds another model than registered"):
+    with caplog.at_level(logging.ERROR, logger="classifier.runtime"):
         classify_product(product.pk)
 
     product.refresh_from_db()
     assert product.status == Product.Status.PENDING
+    assert f"refusing model version {active_model_version.name}: " in caplog.text
+    assert "is corrupt or was replaced" in caplog.text
 
 
 def test_the_sweep_task_sends_stuck_products_again(product: Product, settings) -> None:

@@ -1,0 +1,28 @@
+"""Fixtures of the deployment tests: a tiny trained model (trained once per run), copies of it to damage."""
+
+import pathlib
+import shutil
+
+import pytest
+
+from classifier.models import ModelVersion
+from classifier.services import model_version_register
+from tests.deploy.support import ModelCopy
+from tests.e2e.support import tiny_model_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    return tiny_model_dir(base_dir=tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture
+def registered_copy(tiny_model: pathlib.Path, tmp_path: pathlib.Path) -> ModelCopy:
+    """registered_copy("v2", activate=True) -> a version whose files are a copy of its own, free to damage."""
+
+    def register(name: str, *, activate: bool = False) -> ModelVersion:
+        artifact_dir = tmp_path / "models" / name
+        shutil.copytree(tiny_model, artifact_dir)
+        return model_version_register(artifact_dir=artifact_dir, name=name, activate=activate)
+
+    return register

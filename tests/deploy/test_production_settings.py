@@ -1,0 +1,157 @@
+"""config.settings.production in a subprocess, with the environment a container gets."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from tests.deploy.support import REPO_ROOT, dockerfile_run_environment, manage, production_environment
+
+PRINT_SETTINGS = (
+    "import django, json; django.setup(); from django.conf import settings as s; "
+    "print(json.dumps({'debug': s.DEBUG, 'hosts': s.ALLOWED_HOSTS, 'ssl_redirect': s.SECURE_SSL_REDIRECT, "
+    "'proxy_header': s.SECURE_PROXY_SSL_HEADER, 'session_secure': s.SESSION_COOKIE_SECURE, "
+    "'csrf_secure': s.CSRF_COOKIE_SECURE, 'hsts': s.SECURE_HSTS_SECONDS, "
+    "'csrf_origins': s.CSRF_TRUSTED_ORIGINS, "
+    "'static': s.STORAGES['staticfiles']['BACKEND'], 'middleware': s.MIDDLEWARE, "
+    "'max_upload': s.VITRINE_MAX_UPLOAD_BYTES, 'threshold': s.VITRINE_CONFIDENCE_THRESHOLD, "
+    "'queues': [s.VITRINE_INFERENCE_QUEUE, s.VITRINE_TRAINING_QUEUE], 'broker': s.CELERY_BROKER_URL, "
+    "'visibility': s.CELERY_BROKER_TRANSPORT_OPTIONS.get('visibility_timeout'), "
+    "'hijack': s.CELERY_WORKER_HIJACK_ROOT_LOGGER}))"
+)
+
+
+def python(code: str, *, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_check_deploy_passes_with_production_settings_and_a_real_environment() -> None:
+    result = manage("check", "--deploy", "--fail-level", "WARNING", env=production_environment())
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues" in result.stdout
+
+
+def test_check_deploy_fails_when_an_operator_turns_https_off() -> None:
+    environment = production_environment(DJANGO_SECURE_SSL_REDIRECT="False", DJANGO_SECURE_HSTS_SECONDS="0")
+
+    result = manage("check", "--deploy", "--fail-level", "WARNING", env=environment)
+
+    assert result.returncode != 0
+    assert "security.W008" in result.stderr
+    assert "security.W004" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("missing", "message"),
+    [
+        ("DJANGO_SECRET_KEY", "Set the DJANGO_SECRET_KEY environment variable"),
+        ("DJANGO_ALLOWED_HOSTS", "Set the DJANGO_ALLOWED_HOSTS environment variable"),
+        ("DATABASE_URL", "Set the DATABASE_URL environment variable"),
+        ("CELERY_BROKER_URL", "Set the CELERY_BROKER_URL environment variable"),
+    ],
+)
+def test_production_refuses_to_start_without_a_required_setting(missing: str, message: str) -> None:
+    environment = production_environment()
+    del environment[missing]
+
+    result = manage("check", env=environment)
+
+    assert result.returncode != 0
+    assert f"ImproperlyConfigured: {message}" in result.stderr
+
+
+def test_production_refuses_a_blank_secret_key() -> None:
+    result = manage("check", env=production_environment(DJANGO_SECRET_KEY="   "))
+
+    assert result.returncode != 0
+    assert "DJANGO_SECRET_KEY is empty" in result.stderr
+
+
+def test_production_settings_come_from_the_environment() -> None:
+    environment = production_environment(
+        DJANGO_DEBUG="True",
+        DJANGO_CSRF_TRUSTED_ORIGINS="https://admin.example.com",
+        VITRINE_MAX_UPLOAD_BYTES="2000000",
+        VITRINE_CONFIDENCE_THRESHOLD="0.9",
+        VITRINE_INFERENCE_QUEUE="shop-inference",
+        VITRINE_TRAINING_QUEUE="shop-training",
+    )
+
+    result = python(PRINT_SETTINGS, env=environment)
+
+    assert result.returncode == 0, result.stderr
+    settings = json.loads(result.stdout)
+    assert settings["debug"] is False
+    assert settings["hosts"] == ["shop.example.com", ".example.org"]
+    assert settings["csrf_origins"] == ["https://admin.example.com"]
+    assert settings["ssl_redirect"] and settings["session_secure"] and settings["csrf_secure"]
+    assert settings["proxy_header"] == ["HTTP_X_FORWARDED_PROTO", "https"]
+    assert settings["hsts"] > 0
+    assert settings["static"] == "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    middleware = settings["middleware"]
+    assert middleware.index("whitenoise.middleware.WhiteNoiseMiddleware") == (
+        middleware.index("django.middleware.security.SecurityMiddleware") + 1
+    )
+    assert settings["max_upload"] == 2_000_000
+    assert settings["threshold"] == 0.9
+    assert settings["queues"] == ["shop-inference", "shop-training"]
+    assert settings["broker"] == environment["CELERY_BROKER_URL"]
+    assert settings["visibility"] == 7200
+    assert settings["hijack"] is False
+
+
+def test_production_logs_one_json_object_per_line_and_plain_on_request() -> None:
+    code = (
+        "import django, logging; django.setup(); "
+        "logging.getLogger('vitrine.test').warning('hello %s', 'shop')"
+    )
+
+    as_json = python(code, env=production_environment())
+    as_plain = python(code, env=production_environment(DJANGO_LOG_FORMAT="plain"))
+    unknown = python(code, env=production_environment(DJANGO_LOG_FORMAT="xml"))
+
+    line = json.loads(as_json.stderr.strip().splitlines()[-1])
+    assert (line["levelname"], line["name"], line["message"]) == ("WARNING", "vitrine.test", "hello shop")
+    assert "asctime" in line
+    assert as_plain.stderr.strip().endswith("WARNING vitrine.test hello shop")
+    assert "DJANGO_LOG_FORMAT must be one of plain, json, not 'xml'" in unknown.stderr
+
+
+def test_the_image_collects_static_files_that_whitenoise_serves(tmp_path: pathlib.Path) -> None:
+    # The Dockerfile's own build-time environment, with the output redirected here.
+    environment = {
+        **production_environment(),
+        **dockerfile_run_environment("collectstatic"),
+        "DJANGO_STATIC_ROOT": str(tmp_path / "static"),
+    }
+    collected = manage("collectstatic", "--noinput", "--verbosity", "0", env=environment)
+    assert collected.returncode == 0, collected.stderr
+    manifest = json.loads((tmp_path / "static" / "staticfiles.json").read_text())
+    hashed_css = manifest["paths"]["admin/css/base.css"]
+    serve = (
+        "import django; django.setup(); from django.test import Client; "
+        f"r = Client().get('/static/{hashed_css}', secure=True, HTTP_HOST='shop.example.com'); "
+        "print(r.status_code, r.headers.get('Cache-Control'), r.headers.get('Content-Type'), sep='|')"
+    )
+
+    served = python(serve, env={**production_environment(), "DJANGO_STATIC_ROOT": str(tmp_path / "static")})
+
+    assert served.returncode == 0, served.stderr
+    status, cache_control, content_type = served.stdout.strip().split("|")
+    assert status == "200"
+    assert "immutable" in cache_control
+    assert content_type.startswith("text/css")
+    assert (tmp_path / "static" / f"{hashed_css}.gz").is_file()
+
+
+@pytest.mark.django_db
+def test_the_suite_itself_runs_on_postgresql_and_redis(settings) -> None:
+    from django.db import connection
+
+    assert connection.vendor == "postgresql"
+    assert settings.CELERY_BROKER_URL.startswith("redis://")
