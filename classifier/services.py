@@ -549,7 +549,7 @@ class _RunReporter:
         self._cancelled = False
 
     def progress(self, event: dict) -> None:
-        self.latest = self._pending = {**event, "stage": "training"}
+        self.latest = self._pending = {"stage": "training", **event}
         if time.monotonic() - self._written_at >= PROGRESS_INTERVAL_S:
             self._write()
 

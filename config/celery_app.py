@@ -32,5 +32,10 @@ def _sweep_schedule(sender: Celery, **kwargs: object) -> None:
         "sweep-stuck-products": {
             "task": "classifier.tasks.sweep_stuck_products",
             "schedule": max(10.0, settings.VITRINE_STUCK_AFTER_SECONDS / 2),
-        }
+        },
+        # Training runs whose worker died, and bulk re-classifications that stalled, are picked up here.
+        "sweep-background-jobs": {
+            "task": "classifier.tasks.sweep_background_jobs",
+            "schedule": 60.0,
+        },
     }

@@ -1,30 +1,69 @@
-"""python manage.py train --dataset NAME_OR_DIR --arch ARCH --epochs N --out DIR"""
+"""python manage.py train --dataset NAME_OR_DIR --arch ARCH --epochs N --out DIR
+python manage.py train --from-catalog [--arch A] [--epochs N] [--image-size S] [--base-dataset NAME]
+                       [--queue]"""
 
+import os
 import pathlib
+import socket
+import threading
+import time
+from collections.abc import Callable
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connections
+from django.urls import reverse
 
 from classifier.ml.architectures import ARCHITECTURES, DEFAULT_ARCH, ArchitectureError
 from classifier.ml.artifact import ArtifactError
 from classifier.ml.datasets import DatasetError, load_dataset
 from classifier.ml.serving import configure_tensorflow
 from classifier.ml.train import TrainingError, format_progress, train
+from classifier.models import TrainingRun
+from classifier.services import (
+    TrainingRunError,
+    training_recipe_default,
+    training_run_create,
+    training_run_execute,
+)
+
+DATASET_DEFAULT_IMAGE_SIZE = 96
+# How often the command reads a run's progress; the run itself writes it at most once a second.
+PROGRESS_POLL_S = 0.5
+# --dataset options that mean nothing for a run on the catalog (the run names its own model folder).
+DATASET_ONLY_OPTIONS = ("out", "batch_size", "subset")
 
 
 class Command(BaseCommand):
-    help = "Train a classifier on a built-in data set or an image folder and write its artifact directory."
+    help = (
+        "Train a classifier on a built-in data set or an image folder and write its artifact directory, "
+        "or (--from-catalog) on the catalog's reviewed products into a new inactive model version."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--dataset", help="fashion-mnist, mnist, cifar10, cifar100 or a folder")
         parser.add_argument(
-            "--dataset", required=True, help="fashion-mnist, mnist, cifar10, cifar100 or a folder"
+            "--from-catalog",
+            action="store_true",
+            help="train on the reviewed products as a training run; makes an inactive model version",
         )
-        parser.add_argument("--arch", default=DEFAULT_ARCH, help=f"one of: {', '.join(ARCHITECTURES)}")
+        parser.add_argument(
+            "--arch",
+            default=None,
+            help=f"one of: {', '.join(ARCHITECTURES)} (default: {DEFAULT_ARCH}; the retrain recipe's "
+            "with --from-catalog)",
+        )
         parser.add_argument("--epochs", type=int, default=None, help="default: the architecture's recipe")
-        parser.add_argument("--out", required=True, type=pathlib.Path, help="new artifact directory")
+        parser.add_argument("--out", type=pathlib.Path, help="new artifact directory (with --dataset)")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--batch-size", type=int, default=None, help="default: the architecture's recipe")
-        parser.add_argument("--image-size", type=int, default=96, help="side in pixels for image folders")
+        parser.add_argument(
+            "--image-size",
+            type=int,
+            default=None,
+            help=f"side in pixels for photos (default: {DATASET_DEFAULT_IMAGE_SIZE}; the retrain recipe's "
+            "with --from-catalog)",
+        )
         parser.add_argument("--val-fraction", type=float, default=0.1)
         parser.add_argument(
             "--subset",
@@ -32,8 +71,33 @@ class Command(BaseCommand):
             default=None,
             help="train on N images per split (stratified), for smoke runs",
         )
+        parser.add_argument(
+            "--base-dataset",
+            default=None,
+            help="with --from-catalog: also train on this photo folder of VITRINE_DATASETS_DIR",
+        )
+        parser.add_argument(
+            "--queue",
+            action="store_true",
+            help="with --from-catalog: send the run to the training queue instead of training here",
+        )
 
     def handle(self, *args: object, **options: object) -> None:
+        if options["from_catalog"] and options["dataset"]:
+            raise CommandError("--from-catalog and --dataset exclude each other: train on one or the other")
+        if options["from_catalog"]:
+            self._train_from_catalog(options)
+            return
+        if not options["dataset"]:
+            raise CommandError("name what to train on: --dataset NAME_OR_FOLDER or --from-catalog")
+        for option in ("base_dataset", "queue"):
+            if options[option]:
+                raise CommandError(f"--{option.replace('_', '-')} applies to --from-catalog only")
+        if options["out"] is None:
+            raise CommandError("--out is required with --dataset: the new artifact directory")
+        options["arch"] = options["arch"] or DEFAULT_ARCH
+        if options["image_size"] is None:
+            options["image_size"] = DATASET_DEFAULT_IMAGE_SIZE
         if options["arch"] not in ARCHITECTURES:
             raise CommandError(
                 f"unknown architecture {options['arch']!r}; choose one of: {', '.join(ARCHITECTURES)}"
@@ -77,3 +141,99 @@ class Command(BaseCommand):
             f"({result.metrics['test_images']} images, {result.seconds:.0f}s)"
         )
         self.stdout.write(f"artifact: {result.artifact_dir}")
+
+    def _train_from_catalog(self, options: dict) -> None:
+        for option in DATASET_ONLY_OPTIONS:
+            if options[option] is not None:
+                raise CommandError(f"--{option.replace('_', '-')} applies to --dataset only")
+        recipe = training_recipe_default()
+        try:
+            run = training_run_create(
+                architecture=options["arch"] or recipe["architecture"],
+                epochs=options["epochs"] if options["epochs"] is not None else recipe["epochs"],
+                image_size=recipe["image_size"] if options["image_size"] is None else options["image_size"],
+                base_dataset=recipe["base_dataset"]
+                if options["base_dataset"] is None
+                else options["base_dataset"],
+            )
+        except TrainingRunError as error:
+            raise CommandError(str(error)) from None
+        recipe_words = ", ".join(f"{key} {value}" for key, value in run.params.items() if value != "")
+        admin_url = reverse("admin:classifier_trainingrun_change", args=[run.pk])
+        if options["queue"]:
+            self.stdout.write(f"training run {run.pk} queued ({recipe_words}); watch it at {admin_url}")
+            return
+        self.stdout.write(f"training run {run.pk} ({recipe_words}), training here")
+        self.stdout.write(configure_tensorflow())
+        with _ProgressPrinter(run_id=run.pk, write=self.stdout.write):
+            # The run was also sent to the training queue; whichever process claims it first trains it.
+            worker = f"manage.py train@{socket.gethostname()} pid {os.getpid()}"
+            if training_run_execute(run_id=run.pk, worker=worker) is None:
+                self.stdout.write(f"a training worker took run {run.pk} first; following it ({admin_url})")
+                _wait_until_ended(run_id=run.pk)
+        self._report(TrainingRun.objects.select_related("model_version").get(pk=run.pk))
+
+    def _report(self, run: TrainingRun) -> None:
+        if run.status == TrainingRun.Status.SUCCEEDED:
+            model_version = run.model_version
+            accuracy = model_version.metrics.get("test_accuracy")
+            self.stdout.write(f"model version {model_version.name} (not active yet)")
+            if accuracy is not None:
+                self.stdout.write(f"test accuracy {accuracy:.4f}")
+            if model_version.metrics.get("suggested_threshold") is not None:
+                self.stdout.write(f"suggested threshold {model_version.threshold:.2f}")
+            self.stdout.write(run.message)
+        elif run.status == TrainingRun.Status.SKIPPED:
+            self.stdout.write(run.message)
+        else:
+            raise CommandError(f"training run {run.pk} {run.status}: {run.error or run.message}")
+
+
+def _wait_until_ended(*, run_id: int) -> None:
+    while TrainingRun.objects.filter(
+        pk=run_id, status__in=(TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING)
+    ).exists():
+        time.sleep(PROGRESS_POLL_S)
+
+
+class _ProgressPrinter:
+    """A thread that prints each new epoch the run reports while it trains in this process's main thread."""
+
+    def __init__(self, *, run_id: int, write: Callable[[str], object]) -> None:
+        self._run_id = run_id
+        self._write = write
+        self._stop = threading.Event()
+        self._printed: tuple | None = None
+        self._thread = threading.Thread(
+            target=self._follow, name=f"training-run-{run_id}-progress", daemon=True
+        )
+
+    def __enter__(self) -> "_ProgressPrinter":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        # The last epoch may end between two polls; the finished run keeps it.
+        self._print_new()
+
+    def _follow(self) -> None:
+        try:
+            while not self._stop.wait(PROGRESS_POLL_S):
+                self._print_new()
+        finally:
+            # This thread's own connection; nothing else would close it.
+            connections.close_all()
+
+    def _print_new(self) -> None:
+        progress = TrainingRun.objects.filter(pk=self._run_id).values_list("progress", flat=True).first()
+        if not progress or "loss" not in progress and progress.get("stage") != "features":
+            return
+        key = (progress.get("stage"), progress.get("epoch"), progress.get("photos"))
+        if key != self._printed:
+            self._printed = key
+            # "training" is the run's own stage name for every epoch: it says nothing on a line of its own.
+            if progress.get("stage") == "training":
+                progress = {name: value for name, value in progress.items() if name != "stage"}
+            self._write(format_progress(progress))
