@@ -229,6 +229,13 @@ def _figure(value: float | None, *, digits: int = 4) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
+def _progress_text(*, progress: dict, epochs: int | None) -> str:
+    # Before its epochs, a pretrained backbone first computes the features of every photo.
+    if "photos" in progress and "epoch" not in progress:
+        return f"{progress.get('stage', 'features')}: photo {progress['photos']}/{progress['of']}"
+    return f"epoch {progress.get('epoch', 0)}/{epochs if epochs else '?'}"
+
+
 def training_run_progress(*, run: TrainingRun) -> dict:
     """What the live training page shows, ready to put on the page."""
     progress = run.progress or {}
@@ -242,7 +249,7 @@ def training_run_progress(*, run: TrainingRun) -> dict:
         "stage": progress.get("stage", ""),
         "epoch": progress.get("epoch", 0),
         "epochs": epochs,
-        "progress_text": f"epoch {progress.get('epoch', 0)}/{epochs if epochs else '?'}",
+        "progress_text": _progress_text(progress=progress, epochs=epochs),
         "loss": _figure(progress.get("loss")),
         "accuracy": _percent(progress.get("accuracy")),
         "val_accuracy": _percent(progress.get("val_accuracy")),

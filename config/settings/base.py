@@ -100,10 +100,11 @@ VITRINE_CONFIDENCE_THRESHOLD = env.float("VITRINE_CONFIDENCE_THRESHOLD", default
 # Rows left pending/queued longer than this are re-enqueued by the sweep.
 VITRINE_STUCK_AFTER_SECONDS = env.int("VITRINE_STUCK_AFTER_SECONDS", default=120)
 # "Retrain now" in the admin: the recipe a one-click run uses (the settings page can change it per run).
-VITRINE_RETRAIN_ARCH = env("VITRINE_RETRAIN_ARCH", default="vitrine_cnn")
+# The pretrained EfficientNet-Lite2 at its input size (260 px); without its wheel, vitrine_cnn from scratch.
+VITRINE_RETRAIN_ARCH = env("VITRINE_RETRAIN_ARCH", default="effnet_lite2")
 # Empty: the architecture's own number of epochs.
 VITRINE_RETRAIN_EPOCHS = env.int("VITRINE_RETRAIN_EPOCHS", default=None)
-VITRINE_RETRAIN_IMAGE_SIZE = env.int("VITRINE_RETRAIN_IMAGE_SIZE", default=96)
+VITRINE_RETRAIN_IMAGE_SIZE = env.int("VITRINE_RETRAIN_IMAGE_SIZE", default=260)
 # A photo folder under VITRINE_DATASETS_DIR trained on beside the reviewed products; "" for none.
 VITRINE_RETRAIN_BASE_DATASET = env("VITRINE_RETRAIN_BASE_DATASET", default="")
 # Categories with fewer reviewed photos than this are left out of a training run (too few to split).

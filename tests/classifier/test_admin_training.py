@@ -408,3 +408,15 @@ def test_a_stalled_bulk_job_is_sent_again_from_its_cursor(broker_queues):
     assert bulk_jobs_sweep(stale_after_s=300) == 0, "not sent again before another timeout"
     stalled.refresh_from_db()
     assert stalled.cursor == 40
+
+
+def test_live_progress_counts_photos_while_a_backbone_computes_features(admin_client):
+    run = TrainingRun.objects.create(
+        status=TrainingRun.Status.RUNNING,
+        params={"epochs": 33},
+        progress={"stage": "features", "photos": 640, "of": 3068, "elapsed_s": 40.0, "eta_s": 150.0},
+    )
+
+    progress = admin_client.get(reverse("admin:classifier_trainingrun_progress", args=[run.pk])).json()
+
+    assert progress["progress_text"] == "features: photo 640/3068"
