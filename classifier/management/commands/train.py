@@ -14,7 +14,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 from django.urls import reverse
 
-from classifier.ml.architectures import ARCHITECTURES, DEFAULT_ARCH, ArchitectureError
+from classifier.ml.architectures import ARCHITECTURES, DEFAULT_ARCH, ArchitectureError, recipe_for
 from classifier.ml.artifact import ArtifactError
 from classifier.ml.datasets import DatasetError, load_dataset
 from classifier.ml.serving import configure_tensorflow
@@ -96,12 +96,13 @@ class Command(BaseCommand):
         if options["out"] is None:
             raise CommandError("--out is required with --dataset: the new artifact directory")
         options["arch"] = options["arch"] or DEFAULT_ARCH
-        if options["image_size"] is None:
-            options["image_size"] = DATASET_DEFAULT_IMAGE_SIZE
         if options["arch"] not in ARCHITECTURES:
             raise CommandError(
                 f"unknown architecture {options['arch']!r}; choose one of: {', '.join(ARCHITECTURES)}"
             )
+        if options["image_size"] is None:
+            # A pretrained backbone is loaded at the size it was trained at; other photo models at 96 px.
+            options["image_size"] = recipe_for(options["arch"]).image_side or DATASET_DEFAULT_IMAGE_SIZE
         if options["image_size"] < 8:
             raise CommandError(f"--image-size must be at least 8, not {options['image_size']}")
         if not 0.0 <= options["val_fraction"] < 1.0:
