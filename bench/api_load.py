@@ -78,6 +78,10 @@ def bench_settings(*, database_url: str, media_root: pathlib.Path) -> dict[str, 
         "DJANGO_SECRET_KEY": "api-load-bench-only",
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
         "DATABASE_URL": database_url,
+        # Required by production settings; the list endpoint never publishes a task.
+        "CELERY_BROKER_URL": "redis://127.0.0.1:6379/13",
+        # Plain HTTP straight to gunicorn, as the proxy in front of it would speak after TLS.
+        "DJANGO_SECURE_SSL_REDIRECT": "false",
         "DJANGO_MEDIA_ROOT": str(media_root),
         "DJANGO_LOG_LEVEL": "WARNING",
         # Measure serving, not refusing: the throttle still runs, at a rate no client reaches.
