@@ -2,10 +2,12 @@
 with production settings (JSON logs), PostgreSQL and Redis. Without a GPU it runs the same code on the CPU."""
 
 import json
+import os
 import pathlib
 import shutil
 import socket
 import subprocess
+import sys
 from decimal import Decimal
 
 import pytest
@@ -107,10 +109,12 @@ def classified(product: Product) -> Product:
 
 def probe(environment: dict[str, str]) -> subprocess.CompletedProcess:
     """The worker-gpu service's healthcheck: celery inspect ping to this worker."""
+    # A shell line: its `celery` comes from PATH, as in the image; here the virtual environment's.
+    path = f"{pathlib.Path(sys.executable).parent}{os.pathsep}{environment.get('PATH', '')}"
     return subprocess.run(
         on_this_machine(healthcheck_command("worker-gpu")),
         cwd=REPO_ROOT,
-        env=environment,
+        env={**environment, "PATH": path},
         capture_output=True,
         text=True,
         timeout=60,
