@@ -245,8 +245,26 @@ class RetrainForm(forms.Form):
         ]
 
 
+class WorkerWrittenAdmin(admin.ModelAdmin):
+    """Rows a worker writes (training runs, bulk jobs): started by their buttons, never edited by hand."""
+
+    in_progress_statuses: tuple[str, ...] = ()
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # They start from "Retrain now" / "Re-classify", which send them to a queue.
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object | None = None) -> bool:
+        # A row a worker may be writing to is cancelled, not deleted.
+        in_progress = obj is not None and obj.status in self.in_progress_statuses
+        return not in_progress and super().has_delete_permission(request, obj)
+
+
 @admin.register(TrainingRun)
-class TrainingRunAdmin(admin.ModelAdmin):
+class TrainingRunAdmin(WorkerWrittenAdmin):
     list_display = ("__str__", "status", "progress_summary", "model_version", "created_at", "finished_at")
     list_filter = ("status",)
     list_select_related = ("model_version",)
@@ -269,17 +287,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
     )
     fields = readonly_fields
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        # Runs start from "Retrain now", which sends them to the training queue.
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: TrainingRun | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: TrainingRun | None = None) -> bool:
-        # A run a worker may be writing to is cancelled, not deleted.
-        in_progress = obj is not None and obj.status in RUN_IN_PROGRESS
-        return not in_progress and super().has_delete_permission(request, obj)
+    in_progress_statuses = RUN_IN_PROGRESS
 
     def get_urls(self) -> list:
         wrap = self.admin_site.admin_view
@@ -390,7 +398,7 @@ class ModelActivationAdmin(admin.ModelAdmin):
 
 
 @admin.register(BulkJob)
-class BulkJobAdmin(admin.ModelAdmin):
+class BulkJobAdmin(WorkerWrittenAdmin):
     list_display = ("__str__", "status", "progress_summary", "failed", "created_at", "finished_at")
     list_filter = ("status",)
     change_list_template = "vitrine/bulk_job_change_list.html"
@@ -411,15 +419,7 @@ class BulkJobAdmin(admin.ModelAdmin):
     )
     readonly_fields = fields
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: BulkJob | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: BulkJob | None = None) -> bool:
-        in_progress = obj is not None and obj.status in JOB_IN_PROGRESS
-        return not in_progress and super().has_delete_permission(request, obj)
+    in_progress_statuses = JOB_IN_PROGRESS
 
     def get_urls(self) -> list:
         wrap = self.admin_site.admin_view

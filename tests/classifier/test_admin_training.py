@@ -420,3 +420,15 @@ def test_live_progress_counts_photos_while_a_backbone_computes_features(admin_cl
     progress = admin_client.get(reverse("admin:classifier_trainingrun_progress", args=[run.pk])).json()
 
     assert progress["progress_text"] == "features: photo 640/3068"
+
+
+@pytest.mark.parametrize(
+    ("model", "url_name"),
+    [(TrainingRun, "admin:classifier_trainingrun_delete"), (BulkJob, "admin:classifier_bulkjob_delete")],
+)
+def test_work_a_worker_is_doing_cannot_be_deleted_but_finished_work_can(admin_client, model, url_name):
+    running = model.objects.create(status=model.Status.RUNNING)
+    finished = model.objects.create(status=model.Status.SUCCEEDED)
+
+    assert admin_client.get(reverse(url_name, args=[running.pk])).status_code == 403
+    assert admin_client.get(reverse(url_name, args=[finished.pk])).status_code == 200
