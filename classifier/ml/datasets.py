@@ -459,6 +459,36 @@ def _resolve_folder(name_or_path: str, *, datasets_dir: pathlib.Path) -> pathlib
     return path.resolve()
 
 
+def _decode_once(
+    photos: Sequence[_PhotoFile],
+    *,
+    root: pathlib.Path,
+    input_shape: tuple[int, int, int],
+    pool: concurrent.futures.Executor,
+    first_seen: dict[str, str],
+    skipped: list[str],
+    warn: Callable[[str], None],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decodes photos into (pixels, labels), skipping unreadable ones and any photo already in first_seen
+    (by content hash); skipped names are appended to `skipped`, each with a warning."""
+    decoded = pool.map(lambda photo: _decode(photo, root=root, input_shape=input_shape), photos)
+    pixels, labels = [], []
+    for photo, result in zip(photos, decoded, strict=True):
+        name = str(photo.path.relative_to(root))
+        if result.problem is not None:
+            warn(f"skipped {result.problem}")
+            skipped.append(name)
+        elif result.digest in first_seen:
+            warn(f"skipped {name}: same photo as {first_seen[result.digest]}")
+            skipped.append(name)
+        else:
+            first_seen[result.digest] = name
+            pixels.append(result.pixels)
+            labels.append(photo.label)
+    x = np.stack(pixels) if pixels else np.zeros((0, *input_shape), dtype=np.uint8)
+    return x, np.asarray(labels, dtype=np.int64)
+
+
 def _load_folder(
     folder: pathlib.Path,
     *,
@@ -497,24 +527,14 @@ def _load_folder(
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         # Evaluation splits claim duplicate photos first, so a photo seen in training never scores a test.
         for split in sorted(files_by_split, key=lambda split: -SPLITS.index(split)):
-            files = files_by_split[split]
-            decoded = pool.map(lambda photo: _decode(photo, root=folder, input_shape=input_shape), files)
-            pixels, labels = [], []
-            for photo, result in zip(files, decoded, strict=True):
-                name = str(photo.path.relative_to(folder))
-                if result.problem is not None:
-                    warn(f"skipped {result.problem}")
-                    skipped.append(name)
-                elif result.digest in first_seen:
-                    warn(f"skipped {name}: same photo as {first_seen[result.digest]}")
-                    skipped.append(name)
-                else:
-                    first_seen[result.digest] = name
-                    pixels.append(result.pixels)
-                    labels.append(photo.label)
-            kept[split] = (
-                np.stack(pixels) if pixels else np.zeros((0, *input_shape), dtype=np.uint8),
-                np.asarray(labels, dtype=np.int64),
+            kept[split] = _decode_once(
+                files_by_split[split],
+                root=folder,
+                input_shape=input_shape,
+                pool=pool,
+                first_seen=first_seen,
+                skipped=skipped,
+                warn=warn,
             )
 
     x_train, y_train = kept["train"]
@@ -584,24 +604,10 @@ def load_labelled_files(
     input_shape = (int(image_size[0]), int(image_size[1]), 3)
 
     skipped: list[str] = []
-    first_seen: dict[str, str] = {}
-    pixels, labels = [], []
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        decoded = pool.map(lambda photo: _decode(photo, root=root, input_shape=input_shape), photos)
-        for photo, result in zip(photos, decoded, strict=True):
-            photo_name = str(photo.path.relative_to(root))
-            if result.problem is not None:
-                warn(f"skipped {result.problem}")
-                skipped.append(photo_name)
-            elif result.digest in first_seen:
-                warn(f"skipped {photo_name}: same photo as {first_seen[result.digest]}")
-                skipped.append(photo_name)
-            else:
-                first_seen[result.digest] = photo_name
-                pixels.append(result.pixels)
-                labels.append(photo.label)
-    x_all = np.stack(pixels) if pixels else np.zeros((0, *input_shape), dtype=np.uint8)
-    y_all = np.asarray(labels, dtype=np.int64)
+        x_all, y_all = _decode_once(
+            photos, root=root, input_shape=input_shape, pool=pool, first_seen={}, skipped=skipped, warn=warn
+        )
     for label, class_name in enumerate(class_names):
         if not np.any(y_all == label):
             raise DatasetError(f"{name}: class {class_name!r} has no readable photos")
