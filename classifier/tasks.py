@@ -26,16 +26,20 @@ TEST_TASK_DELAY_ENV = "VITRINE_TEST_TASK_DELAY_S"
 TEST_CHUNK_DELAY_ENV = "VITRINE_TEST_CHUNK_DELAY_S"
 # Errors that pass by themselves (database restarting, a lock held, broker reconnecting): retry with backoff.
 TRANSIENT_ERRORS = (DatabaseOperationalError, DatabaseInterfaceError, BrokerOperationalError)
+# Their retry policy, shared by the inference tasks: jittered exponential backoff, at most a minute apart.
+RETRY_TRANSIENT_ERRORS = {
+    "autoretry_for": TRANSIENT_ERRORS,
+    "retry_backoff": True,
+    "retry_backoff_max": 60,
+    "retry_jitter": True,
+    "max_retries": 6,
+}
 
 
 @shared_task(
     name="classifier.tasks.classify_product",
     acks_late=True,
-    autoretry_for=TRANSIENT_ERRORS,
-    retry_backoff=True,
-    retry_backoff_max=60,
-    retry_jitter=True,
-    max_retries=6,
+    **RETRY_TRANSIENT_ERRORS,
     soft_time_limit=60,
     time_limit=90,
 )
@@ -70,11 +74,7 @@ def train_model(self, run_id: int) -> None:
 @shared_task(
     name="classifier.tasks.classify_products_chunk",
     acks_late=True,
-    autoretry_for=TRANSIENT_ERRORS,
-    retry_backoff=True,
-    retry_backoff_max=60,
-    retry_jitter=True,
-    max_retries=6,
+    **RETRY_TRANSIENT_ERRORS,
     soft_time_limit=300,
     time_limit=360,
 )
