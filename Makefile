@@ -46,4 +46,5 @@ services:
 
 test: $(VENV)/.installed-dev services $(CHROMIUM)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/pytest -q

@@ -21,8 +21,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
+from bench.common import datasets_dir  # noqa: E402
 from classifier.ml.artifact import ArtifactError  # noqa: E402
-from classifier.ml.datasets import default_datasets_dir  # noqa: E402
 from classifier.ml.preprocess import ImageError, open_image, prepare_batch  # noqa: E402
 from classifier.ml.serving import Classifier, configure_tensorflow  # noqa: E402
 
@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument(
         "--photos",
         type=pathlib.Path,
-        default=default_datasets_dir() / "clothing-small" / "validation",
+        default=datasets_dir() / "clothing-small" / "validation",
         help="folder of product photos by category (default: clothing-small/validation)",
     )
     args = parser.parse_args()

@@ -21,6 +21,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from bench.common import datasets_dir  # noqa: E402
 from classifier.ml.architectures import ARCHITECTURES, DEFAULT_ARCH  # noqa: E402
 from classifier.ml.datasets import load_dataset  # noqa: E402
 from classifier.ml.serving import Classifier, configure_tensorflow  # noqa: E402
@@ -47,7 +48,7 @@ def report(name: str, *, single: np.ndarray, batch: np.ndarray, batch_size: int)
 
 
 def quick_model(*, arch: str, out_dir: pathlib.Path) -> pathlib.Path:
-    dataset = load_dataset("fashion-mnist").subset(per_split=1000, seed=0)
+    dataset = load_dataset("fashion-mnist", datasets_dir=datasets_dir()).subset(per_split=1000, seed=0)
     print(f"training a quick {arch} (1 epoch on {len(dataset.x_train)} Fashion-MNIST images)...", flush=True)
     return train(dataset=dataset, arch=arch, epochs=1, out_dir=out_dir).artifact_dir
 

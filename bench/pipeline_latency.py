@@ -120,7 +120,7 @@ def main() -> None:
 
     from catalog.models import Product
     from catalog.services import product_create
-    from classifier.services import model_version_register
+    from classifier.services.model_versions import model_version_register
 
     worker = None
     try:

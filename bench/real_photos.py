@@ -49,7 +49,7 @@ def active_model() -> tuple[pathlib.Path, float, str]:
         from django.conf import settings
 
         from classifier.selectors import model_version_active
-        from classifier.services import model_version_threshold
+        from classifier.services.model_versions import model_version_threshold
 
         version = model_version_active()
     except Exception as error:  # settings, database or app import: any of them means "no active model here"

@@ -16,11 +16,13 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
+from bench.common import datasets_dir  # noqa: E402
 from classifier.ml.architectures import ARCHITECTURES, DEFAULT_ARCH, recipe_for  # noqa: E402
 from classifier.ml.artifact import read_metadata  # noqa: E402
 from classifier.ml.datasets import DatasetError, load_dataset  # noqa: E402
+from classifier.ml.formats import format_duration  # noqa: E402
 from classifier.ml.serving import configure_tensorflow  # noqa: E402
-from classifier.ml.train import TrainingError, format_duration, format_progress, train  # noqa: E402
+from classifier.ml.train import TrainingError, format_progress, train  # noqa: E402
 
 
 def main() -> None:
@@ -40,7 +42,12 @@ def main() -> None:
 
     print(configure_tensorflow())
     load_started = time.monotonic()
-    dataset = load_dataset(args.dataset, seed=args.seed, warn=lambda message: print(f"warning: {message}"))
+    dataset = load_dataset(
+        args.dataset,
+        datasets_dir=datasets_dir(),
+        seed=args.seed,
+        warn=lambda message: print(f"warning: {message}"),
+    )
     if args.subset:
         dataset = dataset.subset(per_split=args.subset, seed=args.seed)
     print(

@@ -122,6 +122,7 @@ def main() -> None:
     sys.path.insert(0, str(REPO))
     import matplotlib
 
+    from bench.common import datasets_dir
     from classifier.ml.architectures import EFFNET_VARIANT
     from classifier.ml.backbones.efficientnet_lite import (
         checkpoint_path,
@@ -129,7 +130,6 @@ def main() -> None:
         variant_spec,
         weights_origin,
     )
-    from classifier.ml.datasets import default_datasets_dir
     from classifier.ml.preprocess import open_image, to_array
 
     variant = args.variant or EFFNET_VARIANT
@@ -141,7 +141,7 @@ def main() -> None:
     hopper_path = pathlib.Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
     hopper = to_array(open_image(hopper_path), input_shape=(side, side, 3), style="photo")
     photos, photo_names = folder_photos(
-        folder=args.photos or default_datasets_dir() / "clothing-small" / "validation",
+        folder=args.photos or datasets_dir() / "clothing-small" / "validation",
         side=side,
         count=FOLDER_PHOTOS,
     )

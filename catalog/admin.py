@@ -79,7 +79,7 @@ class ProductAdmin(admin.ModelAdmin):
     list_filter = ("status", "category", "category_source")
     list_select_related = ("category", "suggested_category", "model_version")
     search_fields = ("name", "sku")
-    actions = ["classify_again", "reclassify_in_background"]
+    actions = ["classify_again"]
     readonly_fields = (
         "slug",
         "image_preview",
@@ -144,23 +144,6 @@ class ProductAdmin(admin.ModelAdmin):
     def classify_again(self, request: HttpRequest, queryset: QuerySet[Product]) -> None:
         count = products_classify_again(products=queryset)
         self.message_user(request, f"{count} product(s) queued for classification.", messages.SUCCESS)
-
-    @admin.action(description="Re-classify the selected products with the active model (background job)")
-    def reclassify_in_background(
-        self, request: HttpRequest, queryset: QuerySet[Product]
-    ) -> HttpResponseRedirect | None:
-        # The classifier app owns bulk jobs; imported here as the catalog's other uses of it are.
-        from classifier.services import BulkJobError, bulk_job_create
-
-        try:
-            job = bulk_job_create(products=queryset, created_by=request.user)
-        except BulkJobError as error:
-            self.message_user(request, str(error), messages.ERROR)
-            return None
-        self.message_user(
-            request, f"Re-classifying {job.total} product(s) in the background.", messages.SUCCESS
-        )
-        return HttpResponseRedirect(reverse("admin:classifier_bulkjob_change", args=[job.pk]))
 
 
 @admin.register(ReviewQueueItem)

@@ -100,6 +100,11 @@ class Product(models.Model):
         return self.name
 
 
+# A product in these statuses waits for a classification; in DONE_STATUSES it has one for its current photo.
+WAITING_STATUSES = (Product.Status.PENDING, Product.Status.QUEUED)
+DONE_STATUSES = (Product.Status.CLASSIFIED, Product.Status.NEEDS_REVIEW)
+
+
 class ProductImage(models.Model):
     """Further photos of a product; only the main image is classified."""
 

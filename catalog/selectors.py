@@ -1,8 +1,11 @@
 """Reads from the catalog, with the joins the pages showing them need."""
 
-from django.db.models import Count, QuerySet
+from datetime import datetime
 
-from catalog.models import Category, Product
+from django.db.models import Count, QuerySet
+from django.utils.text import slugify
+
+from catalog.models import WAITING_STATUSES, Category, Product
 
 
 def product_list(*, status: str | None = None, category: Category | None = None) -> QuerySet[Product]:
@@ -25,3 +28,38 @@ def products_needing_review() -> QuerySet[Product]:
 
 def category_list_with_product_count() -> QuerySet[Category]:
     return Category.objects.annotate(product_count=Count("products"))
+
+
+def category_by_name(*, name: str) -> Category | None:
+    """The category a name (a model class, a photo folder) stands for: same slug, else same name."""
+    name = " ".join(name.split())
+    return Category.objects.filter(slug=slugify(name)).first() or Category.objects.filter(name=name).first()
+
+
+def category_merged_target(*, category: Category) -> Category:
+    """The category products of `category` go to now: itself, or the one it was (transitively) merged into."""
+    seen = {category.pk}
+    while category.merged_into_id is not None and category.merged_into_id not in seen:
+        category = category.merged_into
+        seen.add(category.pk)
+    return category
+
+
+def product_ids_waiting(*, since_before: datetime) -> list[int]:
+    """Products pending or queued since before `since_before`, longest waiting first."""
+    return list(
+        Product.objects.filter(status__in=WAITING_STATUSES, status_changed_at__lt=since_before)
+        .order_by("status_changed_at")
+        .values_list("pk", flat=True)
+    )
+
+
+def products_reviewed_for_training() -> QuerySet[Product]:
+    """Products a person filed under an active category: what a retrain learns from."""
+    return (
+        Product.objects.filter(
+            category_source=Product.CategorySource.PERSON, category__isnull=False, category__is_active=True
+        )
+        .select_related("category")
+        .order_by("pk")
+    )

@@ -1,6 +1,12 @@
-"""Writes to the catalog. Every path that saves a product photo goes through here, so classification is
-enqueued from one place, once per new photo, and only after the row is committed."""
+"""Writes to the catalog, the one module that writes products and categories, classification state included.
 
+Every path that saves a product photo goes through here, so the catalog announces a new photo from one place
+(catalog.signals.product_photos_changed), once per photo, only after the row is committed. The classifier
+listens, predicts, and hands each prediction back to product_file_from_prediction(), which files the product
+under the catalog's rules.
+"""
+
+import logging
 from collections.abc import Iterable
 from decimal import Decimal
 from functools import partial
@@ -11,8 +17,12 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from catalog.models import Category, Product
+from catalog.models import DONE_STATUSES, WAITING_STATUSES, Category, Product
+from catalog.selectors import category_by_name, category_merged_target
+from catalog.signals import product_photos_changed
 from catalog.validators import validate_product_image
+
+logger = logging.getLogger(__name__)
 
 PRODUCT_EDITABLE_FIELDS = frozenset(
     {"name", "description", "price", "sku", "image", "category", "is_published"}
@@ -23,16 +33,16 @@ PRODUCT_SLUG_BASE_LENGTH = Product._meta.get_field("slug").max_length - 10
 PREDICTION_FIELDS = ("suggested_category", "confidence", "model_version", "classified_sha256")
 
 
-def _classification_enqueue(*, product_id: int) -> None:
-    # Imported here: catalog is loaded by every process, the classifier's Celery wiring only where needed.
-    from classifier.services import classification_enqueue
+def _announce_photos_changed(*, product_ids: list[int]) -> None:
+    for receiver, outcome in product_photos_changed.send_robust(sender=Product, product_ids=product_ids):
+        if isinstance(outcome, Exception):
+            # The products stay pending; the classifier's sweep finds them.
+            logger.warning("products %s: %s failed (%s)", product_ids, receiver.__qualname__, outcome)
 
-    classification_enqueue(product_id=product_id)
 
-
-def _classification_enqueue_on_commit(*, product_id: int) -> None:
-    # robust: a failure to enqueue never turns a saved product into an error page; the sweep retries it.
-    transaction.on_commit(partial(_classification_enqueue, product_id=product_id), robust=True)
+def _announce_photos_changed_on_commit(*, product_ids: list[int]) -> None:
+    # robust: a failure to announce never turns a saved product into an error page; the sweep finds it.
+    transaction.on_commit(partial(_announce_photos_changed, product_ids=product_ids), robust=True)
 
 
 def product_slug_unique(*, name: str) -> str:
@@ -97,7 +107,7 @@ def product_create(
         # The file is written before the INSERT; a failed INSERT must not leave it behind.
         _delete_stored_image(product)
         raise
-    _classification_enqueue_on_commit(product_id=product.pk)
+    _announce_photos_changed_on_commit(product_ids=[product.pk])
     return product
 
 
@@ -184,7 +194,7 @@ def product_update(*, product: Product, updated_by: AbstractBaseUser | None = No
             _delete_stored_image(product)
         raise
     if photo_replaced:
-        _classification_enqueue_on_commit(product_id=product.pk)
+        _announce_photos_changed_on_commit(product_ids=[product.pk])
     return product
 
 
@@ -206,8 +216,8 @@ def products_classify_again(*, products: Iterable[Product]) -> int:
         classified_sha256="",
         updated_at=now,
     )
-    for product_id in product_ids:
-        _classification_enqueue_on_commit(product_id=product_id)
+    if product_ids:
+        _announce_photos_changed_on_commit(product_ids=product_ids)
     return len(product_ids)
 
 
@@ -218,15 +228,14 @@ class CategoryLabelError(ValueError):
 def category_for_label(*, label: str) -> Category:
     """The category a model class name files products under, created (active) on first use."""
     name = " ".join(label.split())
-    slug = slugify(name)
-    if not slug:
+    if not slugify(name):
         raise CategoryLabelError(
             f"class name {label!r} has no letters or digits to make a category slug from"
         )
-    existing = Category.objects.filter(slug=slug).first() or Category.objects.filter(name=name).first()
+    existing = category_by_name(name=name)
     if existing is not None:
         return existing
-    category, _ = Category.objects.get_or_create(slug=slug, defaults={"name": name})
+    category, _ = Category.objects.get_or_create(slug=slugify(name), defaults={"name": name})
     return category
 
 
@@ -241,12 +250,7 @@ class CategoryMergeError(ValueError):
 def category_for_prediction(*, label: str) -> Category:
     """The category a model class name files products under now: a merged category's label leads to the
     category it was merged into."""
-    category = category_for_label(label=label)
-    seen = {category.pk}
-    while category.merged_into_id is not None and category.merged_into_id not in seen:
-        category = category.merged_into
-        seen.add(category.pk)
-    return category
+    return category_merged_target(category=category_for_label(label=label))
 
 
 def product_file_under(
@@ -321,3 +325,111 @@ def categories_reactivate(*, categories: Iterable[Category]) -> int:
     return Category.objects.filter(pk__in=[category.pk for category in categories]).update(
         is_active=True, merged_into=None, updated_at=timezone.now()
     )
+
+
+# Classification state. The classifier predicts; these functions decide what a prediction does to a product.
+
+
+def products_mark_queued(*, product_ids: list[int]) -> int:
+    """Pending products whose classification was sent to a queue; a finished one is never turned back."""
+    now = timezone.now()
+    return Product.objects.filter(pk__in=product_ids, status__in=WAITING_STATUSES).update(
+        status=Product.Status.QUEUED, status_changed_at=now, updated_at=now
+    )
+
+
+def product_needs_classifying(*, product: Product) -> bool:
+    """False once the product's current photo has a classification (a duplicate message has nothing to do)."""
+    return not (product.status in DONE_STATUSES and product.classified_sha256 == product.image_sha256)
+
+
+def _file_or_send_to_review(product: Product, *, sure: bool) -> None:
+    """A person's category stays; a sure prediction files the product; otherwise a person decides."""
+    if product.category_source == Product.CategorySource.PERSON:
+        product.status = Product.Status.CLASSIFIED
+    elif sure:
+        product.category = product.suggested_category
+        product.category_source = Product.CategorySource.PREDICTED
+        product.status = Product.Status.CLASSIFIED
+    else:
+        # A machine's earlier filing is withdrawn when the current model is not sure.
+        if product.category_source == Product.CategorySource.PREDICTED:
+            product.category = None
+            product.category_source = Product.CategorySource.NONE
+        product.status = Product.Status.NEEDS_REVIEW
+
+
+@transaction.atomic
+def product_file_from_prediction(
+    *,
+    product_id: int,
+    image_sha256: str,
+    label: str,
+    confidence: float,
+    model_version_id: int,
+    threshold: float,
+) -> Product:
+    """Files the product from a prediction for the photo with hash `image_sha256`; twice changes nothing.
+
+    The category is filed automatically only at or above `threshold` and never over a person's choice;
+    below it the suggestion waits for review. A prediction for a photo since replaced is ignored.
+    """
+    product = Product.objects.select_for_update().get(pk=product_id)
+    if product.image_sha256 != image_sha256:
+        logger.info("product %s: prediction ignored, made for a photo since replaced", product_id)
+        return product
+    already_applied = (
+        product.status in DONE_STATUSES
+        and product.classified_sha256 == image_sha256
+        and product.model_version_id == model_version_id
+    )
+    if already_applied:
+        return product
+    suggestion = category_for_prediction(label=label)
+    product.suggested_category = suggestion
+    product.confidence = confidence
+    product.model_version_id = model_version_id
+    product.classified_sha256 = image_sha256
+    product.classification_error = ""
+    product.status_changed_at = timezone.now()
+    # A retired category never receives a product by itself: its predictions wait for a person.
+    _file_or_send_to_review(product, sure=suggestion.is_active and confidence >= threshold)
+    # Only the prediction's own columns: a person's edit of other fields is never written back over.
+    product.save(
+        update_fields=[
+            *PREDICTION_FIELDS,
+            "classification_error",
+            "status",
+            "status_changed_at",
+            "category",
+            "category_source",
+            "updated_at",
+        ]
+    )
+    logger.info(
+        "classification applied: product %s -> %s (%.3f, %s) by model version id %s",
+        product_id,
+        label,
+        confidence,
+        product.status,
+        model_version_id,
+    )
+    return product
+
+
+@transaction.atomic
+def product_classification_fail(*, product_id: int, error: str, image_sha256: str | None = None) -> Product:
+    """Marks the product failed with a readable reason.
+
+    Given `image_sha256`, only while that is still the product's photo: a failure for an old photo is ignored.
+    """
+    product = Product.objects.select_for_update().get(pk=product_id)
+    if image_sha256 is not None and product.image_sha256 != image_sha256:
+        logger.info("product %s: failure ignored, it was for a photo since replaced", product_id)
+        return product
+    product.status = Product.Status.FAILED
+    product.classification_error = error
+    product.status_changed_at = timezone.now()
+    product.save(update_fields=["status", "classification_error", "status_changed_at", "updated_at"])
+    logger.warning("classification failed: product %s: %s", product_id, error)
+    return product

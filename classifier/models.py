@@ -126,3 +126,33 @@ class BulkJob(models.Model):
 
     def __str__(self) -> str:
         return f"Re-classification {self.pk} ({self.status})"
+
+
+class Prediction(models.Model):
+    """What a model version said about one photo of a product: the classifier's record, kept as history.
+
+    The product's filing (category, status) is the catalog's, decided from the latest prediction.
+    """
+
+    product = models.ForeignKey("catalog.Product", on_delete=models.CASCADE, related_name="predictions")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="predictions")
+    # The photo (by content) the prediction was made for.
+    image_sha256 = models.CharField(max_length=64)
+    label = models.CharField(max_length=100)
+    confidence = models.FloatField()
+    # The best categories, best first: [[label, confidence], ...].
+    top = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        constraints = [
+            # One record per photo and version: a redelivered message adds nothing.
+            models.UniqueConstraint(
+                fields=["product", "model_version", "image_sha256"],
+                name="one_prediction_per_photo_and_version",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.product_id}: {self.label} ({self.confidence:.1%}, {self.model_version_id})"

@@ -1,13 +1,9 @@
-"""Celery tasks of the classifier: thin wrappers that fetch by id and call one service.
+"""Celery tasks of the classifier: thin wrappers that fetch by id and call one function.
 
-Environment of a worker, for tests only: VITRINE_TEST_TASK_DELAY_S=N makes classify_product sleep N seconds
-before it classifies, and VITRINE_TEST_CHUNK_DELAY_S=N makes classify_products_chunk sleep N seconds before
-each chunk, so a test can kill the worker while a task is running. Unset (the default), no delay.
+Web processes never import this module: they send these tasks by name (classifier.services.dispatch).
+The worker-side modules load TensorFlow, so each task imports its module when it first runs: a Celery parent
+imports this file before it forks its pool, and TensorFlow must not be loaded there.
 """
-
-import logging
-import os
-import time
 
 from celery import shared_task
 from celery.concurrency.prefork import TaskPool as PreforkPool
@@ -18,12 +14,10 @@ from django.db import OperationalError as DatabaseOperationalError
 from django.db import connections
 from kombu.exceptions import OperationalError as BrokerOperationalError
 
-from classifier import services
+from classifier.services.bulk import bulk_jobs_sweep
+from classifier.services.classification import products_sweep_stuck
+from classifier.services.training import training_runs_fail_orphaned, training_runs_sweep
 
-logger = logging.getLogger(__name__)
-
-TEST_TASK_DELAY_ENV = "VITRINE_TEST_TASK_DELAY_S"
-TEST_CHUNK_DELAY_ENV = "VITRINE_TEST_CHUNK_DELAY_S"
 # Errors that pass by themselves (database restarting, a lock held, broker reconnecting): retry with backoff.
 TRANSIENT_ERRORS = (DatabaseOperationalError, DatabaseInterfaceError, BrokerOperationalError)
 # Their retry policy, shared by the inference tasks: jittered exponential backoff, at most a minute apart.
@@ -37,25 +31,21 @@ RETRY_TRANSIENT_ERRORS = {
 
 
 @shared_task(
-    name="classifier.tasks.classify_product",
+    name="classifier.tasks.classify_products",
     acks_late=True,
     **RETRY_TRANSIENT_ERRORS,
     soft_time_limit=60,
     time_limit=90,
 )
-def classify_product(product_id: int) -> None:
-    delay_s = float(os.environ.get(TEST_TASK_DELAY_ENV) or 0)
-    if delay_s:
-        logger.warning(
-            "product %s: %s=%s, sleeping before classifying", product_id, TEST_TASK_DELAY_ENV, delay_s
-        )
-        time.sleep(delay_s)
-    services.product_classify(product_id=product_id)
+def classify_products(product_ids: list[int]) -> None:
+    from classifier.workers import inference  # loads TensorFlow: in the serving process only
+
+    inference.products_classify(product_ids=product_ids)
 
 
 @shared_task(name="classifier.tasks.sweep_stuck_products", acks_late=True)
 def sweep_stuck_products() -> int:
-    return services.products_sweep_stuck()
+    return products_sweep_stuck()
 
 
 # Acknowledged on receipt, unlike the others: a training outlives the broker's visibility timeout, and a
@@ -68,7 +58,9 @@ def sweep_stuck_products() -> int:
     time_limit=settings.VITRINE_TRAINING_TIME_LIMIT_S + 60,
 )
 def train_model(self, run_id: int) -> None:
-    services.training_run_execute(run_id=run_id, worker=self.request.hostname or "")
+    from classifier.workers import training  # loads TensorFlow: in the pool's child only
+
+    training.training_run_execute(run_id=run_id, worker=self.request.hostname or "")
 
 
 @shared_task(
@@ -79,19 +71,14 @@ def train_model(self, run_id: int) -> None:
     time_limit=360,
 )
 def classify_products_chunk(job_id: int, cursor: int) -> None:
-    delay_s = float(os.environ.get(TEST_CHUNK_DELAY_ENV) or 0)
-    if delay_s:
-        logger.warning("bulk job %s: %s=%s, sleeping before the chunk", job_id, TEST_CHUNK_DELAY_ENV, delay_s)
-        time.sleep(delay_s)
-    services.bulk_job_run_chunk(job_id=job_id, cursor=cursor)
+    from classifier.workers import inference  # loads TensorFlow: in the serving process only
+
+    inference.bulk_job_chunk_classify(job_id=job_id, cursor=cursor)
 
 
 @shared_task(name="classifier.tasks.sweep_background_jobs", acks_late=True)
 def sweep_background_jobs() -> dict:
-    return {
-        "training_runs_failed": services.training_runs_sweep(),
-        "bulk_jobs_resent": services.bulk_jobs_sweep(),
-    }
+    return {"training_runs_failed": training_runs_sweep(), "bulk_jobs_resent": bulk_jobs_sweep()}
 
 
 @worker_ready.connect
@@ -99,7 +86,7 @@ def _load_model_before_first_product(sender: object, **kwargs: object) -> None:
     # A prefork parent must not load TensorFlow before it forks; children load the model at first use.
     consumed = {queue.name for queue in sender.task_consumer.queues}
     if settings.VITRINE_INFERENCE_QUEUE in consumed and not isinstance(sender.pool, PreforkPool):
-        from classifier import runtime
+        from classifier.workers import runtime  # this process serves: loading TensorFlow here is the point
 
         runtime.warm_up()
         # Outside a task nothing closes it; an idle connection would not survive a database restart.
@@ -111,9 +98,9 @@ def _sweep_background_jobs_at_start(sender: object, **kwargs: object) -> None:
     # A restarted worker cannot still be training what it claimed before; stalled bulk jobs go on.
     consumed = {queue.name for queue in sender.task_consumer.queues}
     if settings.VITRINE_TRAINING_QUEUE in consumed:
-        services.training_runs_fail_orphaned(worker=sender.hostname)
-        services.training_runs_sweep()
+        training_runs_fail_orphaned(worker=sender.hostname)
+        training_runs_sweep()
     if settings.VITRINE_INFERENCE_QUEUE in consumed:
-        services.bulk_jobs_sweep()
+        bulk_jobs_sweep()
     # A prefork parent must not hand its database connection down to the children it forks later.
     connections.close_all()

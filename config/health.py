@@ -13,8 +13,8 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from kombu.exceptions import OperationalError as BrokerOperationalError
 
-from classifier.operations import model_version_problem
 from classifier.selectors import model_version_active
+from classifier.services.model_versions import model_version_problem
 from config.celery_app import app as celery_app
 
 

@@ -7,7 +7,6 @@ from rest_framework import serializers
 from rest_framework.validators import UniqueValidator
 
 from catalog.models import Category, Product
-from classifier.models import ModelVersion
 
 PRODUCT_CLASSIFICATION_VIEW = "catalog-api:product-classification"
 
@@ -114,11 +113,11 @@ class ProductCreatedSerializer(ProductSerializer):
         read_only_fields = fields
 
 
-class ModelVersionSummarySerializer(serializers.ModelSerializer):
-    class Meta:
-        model = ModelVersion
-        fields = ["id", "name"]
-        read_only_fields = fields
+class ModelVersionSummarySerializer(serializers.Serializer):
+    """The model version that made a prediction (the classifier's ModelVersion, read through the relation)."""
+
+    id = serializers.IntegerField(read_only=True)
+    name = serializers.CharField(read_only=True)
 
 
 class ProductClassificationSerializer(serializers.ModelSerializer):
@@ -164,23 +163,3 @@ class CategoryCorrectionSerializer(serializers.Serializer):
         error_messages={"does_not_exist": "No active category has the slug {value}."},
         help_text="Slug of the active category the product belongs to; marks it reviewed.",
     )
-
-
-class ModelVersionSerializer(serializers.ModelSerializer):
-    class_names = serializers.ListField(child=serializers.CharField(), read_only=True)
-    metrics = serializers.DictField(read_only=True, help_text="Evaluation figures recorded at training.")
-
-    class Meta:
-        model = ModelVersion
-        fields = [
-            "id",
-            "name",
-            "architecture",
-            "class_names",
-            "metrics",
-            "threshold",
-            "is_active",
-            "activated_at",
-            "created_at",
-        ]
-        read_only_fields = fields

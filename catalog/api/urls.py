@@ -18,5 +18,4 @@ urlpatterns = [
         name="product-reclassify",
     ),
     path("categories/", views.CategoryListView.as_view(), name="category-list"),
-    path("model-versions/", views.ModelVersionListView.as_view(), name="model-version-list"),
 ]

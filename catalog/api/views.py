@@ -22,7 +22,6 @@ from catalog.api.schema import error_responses
 from catalog.api.serializers import (
     CategoryCorrectionSerializer,
     CategorySerializer,
-    ModelVersionSerializer,
     ProductClassificationSerializer,
     ProductCreatedSerializer,
     ProductCreateSerializer,
@@ -31,7 +30,6 @@ from catalog.api.serializers import (
 from catalog.models import Category, Product
 from catalog.services import product_create, product_update, products_classify_again
 from catalog.validators import ProductImageError
-from classifier.models import ModelVersion
 
 # Anything else cannot be an id or a slug, so it is answered 404 without reaching the database.
 ID_OR_SLUG = re.compile(r"[-a-zA-Z0-9_]{1,220}")
@@ -232,18 +230,3 @@ class CategoryListView(generics.ListAPIView):
             .annotate(product_count=Count("products", filter=Q(products__is_published=True)))
             .order_by("name", "pk")
         )
-
-
-@extend_schema_view(
-    get=extend_schema(
-        summary="Trained model versions with their metrics (staff)",
-        responses={200: ModelVersionSerializer(many=True), **error_responses(400, 401, 403)},
-    )
-)
-class ModelVersionListView(generics.ListAPIView):
-    permission_classes = [IsAdminUser]
-    pagination_class = CatalogPagination
-    serializer_class = ModelVersionSerializer
-
-    def get_queryset(self) -> QuerySet[ModelVersion]:
-        return ModelVersion.objects.order_by("-created_at", "-pk")

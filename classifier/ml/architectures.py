@@ -12,19 +12,18 @@ import keras
 from keras import layers
 
 from classifier.ml.backbones.efficientnet_lite import pretrained_efficientnet_lite, variant_spec
+from classifier.ml.formats import EFFNET_HEAD_EPOCHS, SEED_EPOCHS, VITRINE_CNN_EPOCHS
 
 InputShape = tuple[int, int, int]
 
-# The course's seed models: Keras' default batch size and the notebook's epoch count.
+# The course's seed models: Keras' default batch size.
 SEED_BATCH_SIZE = 32
-SEED_EPOCHS = 10
 SEED_LENET_LEARNING_RATE = 1e-3
 
 # vitrine_cnn: every tunable number of the default architecture and its recipe, in one place.
 VITRINE_CNN_WIDTH = 32
 VITRINE_CNN_DROPOUT = 0.2
 VITRINE_CNN_BATCH_SIZE = 128
-VITRINE_CNN_EPOCHS = 24
 VITRINE_CNN_PEAK_LEARNING_RATE = 3e-3
 VITRINE_CNN_WEIGHT_DECAY = 5e-4
 VITRINE_CNN_WARMUP_FRACTION = 1 / 6
@@ -37,7 +36,6 @@ VITRINE_CNN_STAGE_INPUT_SIDE = 32
 EFFNET_VARIANT = "lite2"
 EFFNET_HEAD_DROPOUT = 0.3
 EFFNET_HEAD_BATCH_SIZE = 64
-EFFNET_HEAD_EPOCHS = 30
 EFFNET_HEAD_PEAK_LEARNING_RATE = 1e-3
 EFFNET_HEAD_WEIGHT_DECAY = 1e-2
 EFFNET_HEAD_WARMUP_FRACTION = 0.1

@@ -1,11 +1,11 @@
 """Data sets a classifier trains on: the built-in benchmarks and any folder of product photos.
 
-`load_dataset("fashion-mnist")` reads the local IDX files under `default_datasets_dir()`;
+`load_dataset("fashion-mnist", datasets_dir=...)` reads the local IDX files under `datasets_dir`;
 `load_dataset("mnist" | "cifar10" | "cifar100")` reads local IDX files when present (MNIST) and otherwise
 asks `keras.datasets`, which reuses its own cache (`$KERAS_HOME/datasets`, default `~/.keras/datasets`) and
 downloads only on a cache miss. A failed download becomes a one-line DatasetError; a stalled connection
-gives up after DOWNLOAD_TIMEOUT_S. With the environment variable VITRINE_OFFLINE=1 no download is attempted
-at all: only local files and the Keras cache are used.
+gives up after DOWNLOAD_TIMEOUT_S. With `offline=True` no download is attempted at all: only local files
+and the Keras cache are used.
 
 `load_dataset(DIR)` reads a photo folder `DIR/<class>/*` or `DIR/{train,validation,test}/<class>/*`.
 """
@@ -23,13 +23,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from classifier.ml.formats import BUILTIN_DATASETS
 from classifier.ml.preprocess import ImageError, open_image, to_array
 
 logger = logging.getLogger(__name__)
 
-BUILTIN = ("fashion-mnist", "mnist", "cifar10", "cifar100")
+BUILTIN = BUILTIN_DATASETS
 SPLITS = ("train", "validation", "test")
-OFFLINE_ENV = "VITRINE_OFFLINE"
 DOWNLOAD_TIMEOUT_S = 30.0
 
 FASHION_MNIST_CLASSES = [
@@ -182,14 +182,6 @@ IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x
 
 class DatasetError(ValueError):
     """A data set that cannot be loaded; the message is one readable line."""
-
-
-def default_datasets_dir() -> pathlib.Path:
-    """$VITRINE_DATASETS_DIR, else the `shared/datasets` folder beside the repository."""
-    configured = os.environ.get("VITRINE_DATASETS_DIR")
-    if configured:
-        return pathlib.Path(configured).expanduser()
-    return pathlib.Path(__file__).resolve().parents[3] / "shared" / "datasets"
 
 
 def _fingerprint(class_names: Sequence[str], splits: Sequence[tuple[np.ndarray, np.ndarray]]) -> str:
@@ -349,10 +341,12 @@ def _keras_cache_dir() -> pathlib.Path:
     return pathlib.Path(os.environ.get("KERAS_HOME") or "~/.keras").expanduser() / "datasets"
 
 
-def _load_with_keras(name: str, *, looked_in: pathlib.Path) -> list[tuple[np.ndarray, np.ndarray]]:
+def _load_with_keras(
+    name: str, *, looked_in: pathlib.Path | None, offline: bool
+) -> list[tuple[np.ndarray, np.ndarray]]:
     not_here = f"{name}: not found locally in {looked_in} or the Keras cache {_keras_cache_dir()}"
-    if os.environ.get(OFFLINE_ENV) == "1" and not (_keras_cache_dir() / KERAS_CACHE_FILES[name]).exists():
-        raise DatasetError(f"{not_here}, and downloads are off ({OFFLINE_ENV}=1)")
+    if offline and not (_keras_cache_dir() / KERAS_CACHE_FILES[name]).exists():
+        raise DatasetError(f"{not_here}, and downloads are off (offline)")
     import keras  # heavy (TensorFlow); only needed when the local files are missing
 
     loaders = {
@@ -373,11 +367,13 @@ def _load_with_keras(name: str, *, looked_in: pathlib.Path) -> list[tuple[np.nda
     return [(x_train, y_train), (x_test, y_test)]
 
 
-def _load_builtin(name: str, *, datasets_dir: pathlib.Path, seed: int, val_fraction: float) -> Dataset:
-    local = datasets_dir / name
-    splits = _load_idx_folder(local) if name in ("fashion-mnist", "mnist") else None
+def _load_builtin(
+    name: str, *, datasets_dir: pathlib.Path | None, seed: int, val_fraction: float, offline: bool
+) -> Dataset:
+    local = None if datasets_dir is None else datasets_dir / name
+    splits = _load_idx_folder(local) if local is not None and name in ("fashion-mnist", "mnist") else None
     if splits is None:
-        splits = _load_with_keras(name, looked_in=local)
+        splits = _load_with_keras(name, looked_in=local, offline=offline)
     (x_train, y_train), (x_test, y_test) = (
         (pixels[..., np.newaxis] if pixels.ndim == 3 else pixels, labels.reshape(-1).astype(np.int64))
         for pixels, labels in splits
@@ -446,9 +442,10 @@ def _decode(photo: _PhotoFile, *, root: pathlib.Path, input_shape: tuple[int, in
     return _DecodedPhoto(digest=digest, pixels=pixels, problem=None)
 
 
-def _resolve_folder(name_or_path: str, *, datasets_dir: pathlib.Path) -> pathlib.Path:
+def _resolve_folder(name_or_path: str, *, datasets_dir: pathlib.Path | None) -> pathlib.Path:
     path = pathlib.Path(name_or_path).expanduser()
-    if not path.exists() and not path.is_absolute() and (datasets_dir / name_or_path).exists():
+    in_datasets_dir = datasets_dir is not None and (datasets_dir / name_or_path).exists()
+    if not path.exists() and not path.is_absolute() and in_datasets_dir:
         path = datasets_dir / name_or_path
     if not path.exists():
         raise DatasetError(
@@ -635,6 +632,7 @@ def load_dataset(
     name_or_path: str,
     *,
     datasets_dir: pathlib.Path | None = None,
+    offline: bool = False,
     image_size: tuple[int, int] = (96, 96),
     seed: int = 0,
     val_fraction: float = 0.1,
@@ -651,9 +649,11 @@ def load_dataset(
     (same file bytes) is kept once, in the evaluation split. Raises DatasetError on anything unusable.
     """
     _check_fractions(val_fraction=val_fraction, test_fraction=test_fraction)
-    datasets_dir = default_datasets_dir() if datasets_dir is None else pathlib.Path(datasets_dir)
+    datasets_dir = None if datasets_dir is None else pathlib.Path(datasets_dir)
     if name_or_path in BUILTIN:
-        return _load_builtin(name_or_path, datasets_dir=datasets_dir, seed=seed, val_fraction=val_fraction)
+        return _load_builtin(
+            name_or_path, datasets_dir=datasets_dir, seed=seed, val_fraction=val_fraction, offline=offline
+        )
     return _load_folder(
         _resolve_folder(name_or_path, datasets_dir=datasets_dir),
         image_size=image_size,

@@ -8,14 +8,16 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from classifier.ml.formats import (
+    CONFUSION_JSON,
+    CONFUSION_PNG,
+    CURVES_PNG,
+    MISCLASSIFIED_PNG,
+    REPORT_JSON,
+    REPORT_TEXT,
+)
 from classifier.ml.serving import compiled_inference
 
-REPORT_JSON = "classification_report.json"
-REPORT_TEXT = "classification_report.txt"
-CONFUSION_JSON = "confusion_matrix.json"
-CONFUSION_PNG = "confusion_matrix.png"
-CURVES_PNG = "curves.png"
-MISCLASSIFIED_PNG = "misclassified.png"
 MISCLASSIFIED_SHOWN = 25
 PREDICT_CHUNK = 256
 # Above this many categories the matrix cells are too small to print counts in.

@@ -3,7 +3,6 @@
 import datetime
 import logging
 import math
-import os
 import pathlib
 import platform
 import shutil
@@ -22,12 +21,12 @@ from classifier.ml.artifact import save_artifact
 from classifier.ml.backbones.efficientnet_lite import backbone_available, variant_spec
 from classifier.ml.datasets import Dataset
 from classifier.ml.evaluate import TARGET_PRECISION, evaluate
+from classifier.ml.formats import format_duration
 from classifier.ml.transfer import train_on_backbone
 
 logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[dict], None]
-MIXED_PRECISION_ENV = "VITRINE_MIXED_PRECISION"
 # CPU flags of bfloat16 matrix units; without them bfloat16 is emulated and slower than float32.
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
@@ -56,23 +55,11 @@ def cpu_has_bf16() -> bool:
     return any(flag in flags for flag in BF16_CPU_FLAGS)
 
 
-def mixed_precision_wanted() -> bool:
-    """mixed_bfloat16 on a GPU or a CPU with bfloat16 units; VITRINE_MIXED_PRECISION=0/1 overrides."""
-    override = os.environ.get(MIXED_PRECISION_ENV, "").strip()
-    if override in ("0", "1"):
-        return override == "1"
-    if override:
-        raise TrainingError(f"{MIXED_PRECISION_ENV} must be 0 or 1, not {override!r}")
+def mixed_precision_wanted(override: bool | None = None) -> bool:
+    """mixed_bfloat16 on a GPU or a CPU with bfloat16 units, unless `override` says otherwise."""
+    if override is not None:
+        return override
     return bool(tf.config.list_physical_devices("GPU")) or cpu_has_bf16()
-
-
-def format_duration(seconds: float) -> str:
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def format_progress(event: dict) -> str:
@@ -271,6 +258,7 @@ def train(
     batch_size: int | None = None,
     progress: ProgressCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
+    mixed_precision: bool | None = None,
 ) -> TrainResult:
     """Trains arch on dataset; writes the artifact (model, metadata, test-split evaluation) to out_dir.
 
@@ -278,7 +266,7 @@ def train(
     moved into place at the end, so a failed or cancelled run leaves nothing behind. An architecture with a
     pretrained backbone trains through classifier.ml.transfer; when its weights are not installed,
     FALLBACK_ARCH trains from scratch instead, and the log, every progress event ("note") and the metadata
-    say so.
+    say so. `mixed_precision` None decides from the hardware (mixed_precision_wanted).
     """
     requested_arch = arch
     note = _missing_backbone_note(arch)
@@ -302,7 +290,7 @@ def train(
     out_dir = pathlib.Path(out_dir)
     _check_inputs(dataset=dataset, out_dir=out_dir, epochs=epochs, batch_size=batch_size)
     # Pretrained weights were verified in float32, and cached activations must match what serving computes.
-    mixed_precision = mixed_precision_wanted() and recipe.backbone is None
+    mixed_precision = mixed_precision_wanted(mixed_precision) and recipe.backbone is None
 
     started = time.monotonic()
     out_dir.parent.mkdir(parents=True, exist_ok=True)

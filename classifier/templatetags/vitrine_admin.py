@@ -2,6 +2,7 @@
 
 from django import template
 
+from classifier.admin.display import report_headline
 from classifier.selectors import dashboard_figures
 
 register = template.Library()
@@ -9,4 +10,11 @@ register = template.Library()
 
 @register.inclusion_tag("vitrine/dashboard.html", takes_context=True)
 def vitrine_dashboard(context: template.Context) -> dict:
-    return {**dashboard_figures(), "perms": context.get("perms"), "request": context.get("request")}
+    figures = dashboard_figures()
+    report = figures["active_report"]
+    return {
+        **figures,
+        "active_headline": report_headline(report) if report is not None else [],
+        "perms": context.get("perms"),
+        "request": context.get("request"),
+    }

@@ -96,6 +96,10 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 # Classifier
 VITRINE_MODELS_DIR = env.path("VITRINE_MODELS_DIR", default=VAR_DIR / "models")
 VITRINE_DATASETS_DIR = env.path("VITRINE_DATASETS_DIR", default=BASE_DIR.parent / "shared" / "datasets")
+# Only the built-in data sets' local files and the Keras cache: classifier.ml never downloads then.
+VITRINE_OFFLINE = env.bool("VITRINE_OFFLINE", default=False)
+# Train in mixed_bfloat16 (True) or float32 (False); unset: decided from the hardware (GPU, bfloat16 CPU).
+VITRINE_MIXED_PRECISION = env.bool("VITRINE_MIXED_PRECISION", default=None)
 VITRINE_CONFIDENCE_THRESHOLD = env.float("VITRINE_CONFIDENCE_THRESHOLD", default=0.95)
 # Rows left pending/queued longer than this are re-enqueued by the sweep.
 VITRINE_STUCK_AFTER_SECONDS = env.int("VITRINE_STUCK_AFTER_SECONDS", default=120)
@@ -131,7 +135,8 @@ CELERY_TASK_IGNORE_RESULT = True
 # Nothing may land on a queue no worker listens to.
 CELERY_TASK_DEFAULT_QUEUE = VITRINE_INFERENCE_QUEUE
 CELERY_TASK_ROUTES = {
-    "classifier.tasks.classify_product": {"queue": VITRINE_INFERENCE_QUEUE},
+    "classifier.tasks.classify_products": {"queue": VITRINE_INFERENCE_QUEUE},
+    "classifier.tasks.classify_products_chunk": {"queue": VITRINE_INFERENCE_QUEUE},
     "classifier.tasks.sweep_stuck_products": {"queue": VITRINE_INFERENCE_QUEUE},
     "classifier.tasks.train*": {"queue": VITRINE_TRAINING_QUEUE},
 }

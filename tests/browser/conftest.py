@@ -15,7 +15,7 @@ from django.contrib.auth.models import Permission
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from classifier.models import ModelVersion
-from classifier.services import model_version_register
+from classifier.services.model_versions import model_version_register
 from tests.e2e.support import (
     REPO_ROOT,
     BrokerQueues,

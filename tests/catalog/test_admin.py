@@ -65,7 +65,7 @@ def test_adding_a_product_saves_it_pending_under_a_random_name_and_enqueues_once
     assert product.created_by == admin_user
     assert "IMG_2041" not in product.image.name and "linen" not in product.image.name
     assert (media_root / product.image.name).is_file()
-    assert [callback.keywords["product_id"] for callback in callbacks] == [product.pk]
+    assert [pk for callback in callbacks for pk in callback.keywords["product_ids"]] == [product.pk]
 
 
 def test_a_category_chosen_on_the_add_form_is_a_persons_choice(admin_client, make_upload, category):
@@ -205,7 +205,7 @@ def test_a_new_photo_in_the_admin_enqueues_once_and_resets_the_status(
         )
 
     assert response.status_code == 302, response.content.decode()[:2000]
-    assert [callback.keywords["product_id"] for callback in callbacks] == [product.pk]
+    assert [pk for callback in callbacks for pk in callback.keywords["product_ids"]] == [product.pk]
     product.refresh_from_db()
     assert product.status == Product.Status.PENDING
     assert product.image.name.endswith(".webp")

@@ -3,7 +3,7 @@
 import pytest
 
 from catalog.models import Category, Product
-from classifier.services import prediction_apply
+from tests.predictions import prediction_apply
 
 pytestmark = pytest.mark.django_db
 

@@ -6,7 +6,7 @@ import pytest
 from django.urls import reverse
 
 from catalog.models import Category, Product
-from classifier.services import training_set_collect
+from classifier.services.training import training_set_collect
 
 pytestmark = pytest.mark.django_db
 

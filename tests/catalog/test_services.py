@@ -20,8 +20,8 @@ pytestmark = pytest.mark.django_db
 
 
 def enqueued_product_ids(callbacks) -> list[int]:
-    """The products that committing would send to the classifier (one on-commit callback each)."""
-    return [callback.keywords["product_id"] for callback in callbacks]
+    """The products committing would announce to the classifier (catalog.signals.product_photos_changed)."""
+    return [pk for callback in callbacks for pk in callback.keywords["product_ids"]]
 
 
 def test_create_stores_the_photo_under_a_random_name_with_its_hash_and_enqueues_it_once(

@@ -17,15 +17,13 @@ from catalog.models import Category, Product
 from catalog.services import product_create
 from classifier.ml.datasets import DatasetError, load_labelled_files
 from classifier.models import BulkJob, ModelVersion, TrainingRun
-from classifier.services import (
-    BulkJobError,
-    bulk_job_create,
-    bulk_jobs_sweep,
-    training_run_execute,
+from classifier.services.bulk import BulkJobError, bulk_job_create, bulk_jobs_sweep
+from classifier.services.training import (
     training_runs_fail_orphaned,
     training_runs_sweep,
     training_set_collect,
 )
+from classifier.workers.training import training_run_execute
 from tests.e2e.support import BrokerQueues, photo_bytes
 
 pytestmark = pytest.mark.django_db
@@ -167,7 +165,7 @@ def test_the_run_page_shows_live_progress_and_a_cancel_button(admin_client):
     assert '<span class="value" id="training-progress">epoch 3/8</span>' in page
     assert ">Cancel run</button>" in page
     assert progress["progress_text"] == "epoch 3/8"
-    assert (progress["loss"], progress["accuracy"], progress["eta"]) == ("0.5123", "81.2%", "1m 15s")
+    assert (progress["loss"], progress["accuracy"], progress["eta"]) == ("0.5123", "81.2%", "1m15s")
     assert progress["finished"] is False
 
 

@@ -8,8 +8,8 @@ from django.urls import reverse
 
 from catalog.models import Category, Product
 from classifier.models import ModelActivation, ModelVersion
-from classifier.selectors import model_version_artifact_file
-from classifier.services import model_version_activate, model_version_active, model_version_register
+from classifier.selectors import model_version_active, model_version_artifact_file
+from classifier.services.model_versions import model_version_activate, model_version_register
 from tests.e2e.support import tiny_model_dir
 
 pytestmark = pytest.mark.django_db

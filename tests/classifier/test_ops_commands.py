@@ -21,7 +21,8 @@ from django.utils import timezone
 
 from catalog.models import Product
 from classifier.models import ModelVersion
-from classifier.services import classification_enqueue, model_version_register
+from classifier.services.classification import classification_enqueue
+from classifier.services.model_versions import model_version_register
 from config.celery_app import app as celery_app
 from tests.e2e.support import (
     UNREACHABLE_BROKER_URL,
@@ -98,8 +99,8 @@ def test_queue_status_shows_queues_products_stuck_rows_and_the_active_version(
     stuck = product("STUCK", status=Product.Status.PENDING, waited_s=600)
     product("FRESH", status=Product.Status.PENDING)
     product("DONE", status=Product.Status.CLASSIFIED)
-    classification_enqueue(product_id=stuck.pk)
-    classification_enqueue(product_id=stuck.pk)
+    classification_enqueue(product_ids=[stuck.pk])
+    classification_enqueue(product_ids=[stuck.pk])
 
     lines = run("queue_status").splitlines()
 

@@ -9,10 +9,10 @@ import shutil
 
 import pytest
 
-from classifier import runtime
 from classifier.models import ModelVersion
 from classifier.selectors import model_version_artifact_dir
-from classifier.services import model_version_activate, model_version_register
+from classifier.services.model_versions import model_version_activate, model_version_register
+from classifier.workers import runtime
 from tests.e2e.support import tiny_model_dir
 
 pytestmark = pytest.mark.django_db
@@ -47,7 +47,7 @@ def test_a_corrupt_new_version_is_refused_once_and_the_previous_one_serves(regis
     model_version_activate(model_version=second)
     model_file(second).write_bytes(b"half a file")
 
-    with caplog.at_level(logging.INFO, logger="classifier.runtime"):
+    with caplog.at_level(logging.INFO, logger="classifier.workers.runtime"):
         served = [runtime.active_classifier() for _ in range(3)]
 
     assert all(version == first and classifier is first_classifier for version, classifier in served)
@@ -86,7 +86,7 @@ def test_a_model_that_matches_its_checksum_but_does_not_load_is_refused(register
     second.refresh_from_db()
     model_version_activate(model_version=second)
 
-    with caplog.at_level(logging.INFO, logger="classifier.runtime"):
+    with caplog.at_level(logging.INFO, logger="classifier.workers.runtime"):
         version, _ = runtime.active_classifier()
 
     assert version.name == "shop-v1"
@@ -99,7 +99,7 @@ def test_without_a_good_version_nothing_is_served_until_the_file_is_repaired(
     version = register("shop-v1", activate=True)
     model_file(version).write_bytes(b"corrupt")
 
-    with caplog.at_level(logging.INFO, logger="classifier.runtime"):
+    with caplog.at_level(logging.INFO, logger="classifier.workers.runtime"):
         refused = runtime.active_classifier()
         shutil.copyfile(tiny_model / "model.keras", model_file(version))
         repaired = runtime.active_classifier()
@@ -124,12 +124,12 @@ def test_the_start_line_says_the_device_and_the_version_served(
     register, tiny_model: pathlib.Path, caplog
 ) -> None:
     precision = json.loads((tiny_model / "metadata.json").read_text())["precision"]
-    with caplog.at_level(logging.INFO, logger="classifier.runtime"):
+    with caplog.at_level(logging.INFO, logger="classifier.workers.runtime"):
         runtime.warm_up()
         version = register("shop-v1", activate=True)
         runtime.warm_up()
 
-    lines = [record.getMessage() for record in caplog.records if record.name == "classifier.runtime"]
+    lines = [record.getMessage() for record in caplog.records if record.name == "classifier.workers.runtime"]
     assert lines[0].startswith("serving no model version on CPU (")
     assert lines[0].endswith("no GPU found: none is active yet; products wait in the queue")
     assert lines[1].startswith(

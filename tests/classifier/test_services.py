@@ -15,18 +15,20 @@ from django.utils import timezone
 from catalog.models import Category, Product
 from catalog.services import product_create
 from classifier.models import ModelVersion
-from classifier.services import (
-    ModelVersionError,
+from classifier.selectors import model_version_active
+from classifier.services.classification import (
     classification_enqueue,
     classification_fail,
-    model_version_activate,
-    model_version_active,
-    model_version_register,
-    prediction_apply,
     products_sweep_stuck,
+)
+from classifier.services.model_versions import (
+    ModelVersionError,
+    model_version_activate,
+    model_version_register,
 )
 from config.celery_app import app as celery_app
 from tests.e2e.support import BrokerQueues, broker_unreachable, tiny_model_dir
+from tests.predictions import prediction_apply
 
 pytestmark = pytest.mark.django_db
 
@@ -72,21 +74,21 @@ def product(make_upload) -> Product:
 
 
 def queued_product_ids(queues: BrokerQueues) -> list[int]:
-    """The product ids of the classify_product messages waiting in Redis, oldest first."""
+    """The product ids of the classify_products messages waiting in Redis, oldest first."""
     product_ids = []
     for raw in reversed(queues.client.lrange(INFERENCE, 0, -1)):
         message = json.loads(raw)
-        assert message["headers"]["task"] == "classifier.tasks.classify_product"
+        assert message["headers"]["task"] == "classifier.tasks.classify_products"
         assert message["content-type"] == "application/json"
         args, kwargs, _ = json.loads(base64.b64decode(message["body"]))
-        product_ids.append(kwargs["product_id"])
+        product_ids.extend(kwargs["product_ids"])
     return product_ids
 
 
 def test_enqueue_sends_the_product_to_the_inference_queue_and_marks_it_queued(
     product: Product, broker_queues: BrokerQueues
 ) -> None:
-    assert classification_enqueue(product_id=product.pk) is True
+    assert classification_enqueue(product_ids=[product.pk]) == 1
 
     assert queued_product_ids(broker_queues) == [product.pk]
     product.refresh_from_db()
@@ -96,12 +98,15 @@ def test_enqueue_sends_the_product_to_the_inference_queue_and_marks_it_queued(
 def test_enqueue_with_the_broker_down_returns_at_once_and_leaves_the_product_pending(
     product: Product, caplog
 ) -> None:
-    with broker_unreachable(celery_app), caplog.at_level(logging.WARNING, logger="classifier.services"):
+    with (
+        broker_unreachable(celery_app),
+        caplog.at_level(logging.WARNING, logger="classifier.services.dispatch"),
+    ):
         started = time.monotonic()
-        sent = classification_enqueue(product_id=product.pk)
+        sent = classification_enqueue(product_ids=[product.pk])
         elapsed_s = time.monotonic() - started
 
-    assert sent is False
+    assert sent == 0
     assert elapsed_s < 3
     product.refresh_from_db()
     assert product.status == Product.Status.PENDING
@@ -119,7 +124,7 @@ def test_enqueue_never_turns_a_classified_product_back_into_queued(
         model_version=model_version,
     )
 
-    assert classification_enqueue(product_id=product.pk)
+    assert classification_enqueue(product_ids=[product.pk])
 
     product.refresh_from_db()
     assert product.status == Product.Status.CLASSIFIED
@@ -227,7 +232,7 @@ def test_applying_the_same_prediction_twice_leaves_the_same_product(
         confidence=0.9,
         model_version=model_version,
     )
-    with caplog.at_level(logging.INFO, logger="classifier.services"):
+    with caplog.at_level(logging.INFO, logger="classifier.services.dispatch"):
         first = prediction_apply(**arguments)
         second = prediction_apply(**arguments)
 

@@ -12,10 +12,10 @@ from django.core.files.storage import default_storage
 
 from catalog.models import Product
 from catalog.services import product_create
-from classifier import runtime
 from classifier.models import ModelVersion
-from classifier.services import model_version_activate, model_version_register
-from classifier.tasks import classify_product, sweep_stuck_products
+from classifier.services.model_versions import model_version_activate, model_version_register
+from classifier.tasks import classify_products, sweep_stuck_products
+from classifier.workers import runtime
 from config.celery_app import app as celery_app
 from tests.e2e.support import BrokerQueues, photo_bytes, tiny_model_dir
 
@@ -41,7 +41,7 @@ def product(make_upload) -> Product:
 def test_classify_files_the_product_with_the_active_model_version(
     product: Product, active_model_version: ModelVersion
 ) -> None:
-    classify_product(product.pk)
+    classify_products([product.pk])
 
     product.refresh_from_db()
     assert product.status in (Product.Status.CLASSIFIED, Product.Status.NEEDS_REVIEW)
@@ -54,9 +54,9 @@ def test_classifying_the_same_photo_twice_applies_one_prediction(
     product: Product, active_model_version: ModelVersion, caplog
 ) -> None:
     with caplog.at_level(logging.INFO):
-        classify_product(product.pk)
+        classify_products([product.pk])
         first = Product.objects.get(pk=product.pk)
-        classify_product(product.pk)
+        classify_products([product.pk])
     second = Product.objects.get(pk=product.pk)
 
     assert caplog.text.count(f"classification applied: product {product.pk} ") == 1
@@ -74,7 +74,7 @@ def test_an_unreadable_photo_fails_the_product_with_the_reason(
     with default_storage.open(product.image.name, "wb") as stored:
         stored.write(b"this is not a picture")
 
-    classify_product(product.pk)
+    classify_products([product.pk])
 
     product.refresh_from_db()
     assert product.status == Product.Status.FAILED
@@ -87,7 +87,7 @@ def test_a_photo_missing_from_storage_fails_the_product(
 ) -> None:
     default_storage.delete(product.image.name)
 
-    classify_product(product.pk)
+    classify_products([product.pk])
 
     product.refresh_from_db()
     assert product.status == Product.Status.FAILED
@@ -97,13 +97,13 @@ def test_a_photo_missing_from_storage_fails_the_product(
 def test_without_an_active_model_the_product_keeps_waiting(
     product: Product, tiny_model: pathlib.Path
 ) -> None:
-    classify_product(product.pk)
+    classify_products([product.pk])
 
     product.refresh_from_db()
     assert product.status == Product.Status.PENDING
 
     model_version_register(artifact_dir=tiny_model, activate=True)
-    classify_product(product.pk)
+    classify_products([product.pk])
 
     product.refresh_from_db()
     assert product.status in (Product.Status.CLASSIFIED, Product.Status.NEEDS_REVIEW)
@@ -113,7 +113,7 @@ def test_a_deleted_product_is_nothing_to_do(product: Product, active_model_versi
     product_id = product.pk
     product.delete()
 
-    classify_product(product_id)
+    classify_products([product_id])
 
     assert not Product.objects.filter(pk=product_id).exists()
 
@@ -139,8 +139,8 @@ def test_files_that_differ_from_the_registered_model_are_not_served(
 ) -> None:
     ModelVersion.objects.filter(pk=active_model_version.pk).update(model_sha256="0" * 64)
 
-    with caplog.at_level(logging.ERROR, logger="classifier.runtime"):
-        classify_product(product.pk)
+    with caplog.at_level(logging.ERROR, logger="classifier.workers.runtime"):
+        classify_products([product.pk])
 
     product.refresh_from_db()
     assert product.status == Product.Status.PENDING
@@ -166,6 +166,6 @@ def test_tasks_go_to_the_queues_their_workers_listen_to(settings) -> None:
     def queue_of(task_name: str) -> str:
         return celery_app.amqp.router.route({}, task_name)["queue"].name
 
-    assert queue_of("classifier.tasks.classify_product") == settings.VITRINE_INFERENCE_QUEUE
+    assert queue_of("classifier.tasks.classify_products") == settings.VITRINE_INFERENCE_QUEUE
     assert queue_of("classifier.tasks.sweep_stuck_products") == settings.VITRINE_INFERENCE_QUEUE
     assert queue_of("classifier.tasks.train_model") == settings.VITRINE_TRAINING_QUEUE

@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from classifier.models import ModelVersion
-from classifier.services import model_version_register
+from classifier.services.model_versions import model_version_register
 from tests.deploy.support import ModelCopy
 from tests.e2e.support import tiny_model_dir
 

@@ -22,10 +22,8 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 ENV_EXAMPLE = REPO_ROOT / ".env.example"
-# Only tests read these; a deployment never sets them.
 # registered_copy("v2", activate=True) -> ModelVersion (tests/deploy/conftest.py).
 ModelCopy = Callable[..., "ModelVersion"]
-TEST_ONLY_SETTINGS = {"VITRINE_TEST_TASK_DELAY_S", "VITRINE_TEST_CHUNK_DELAY_S"}
 
 
 def compose() -> dict:
@@ -82,7 +80,7 @@ def settings_read_by_the_code() -> set[str]:
             text = path.read_text()
             names.update(reads.findall(text))
             names.update(value for _, value in constants.findall(text))
-    return names - TEST_ONLY_SETTINGS
+    return names
 
 
 def production_environment(**overrides: str) -> dict[str, str]:

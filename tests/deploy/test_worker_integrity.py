@@ -17,7 +17,7 @@ from django.core.management import call_command
 
 from catalog.models import Product
 from catalog.services import product_create
-from classifier.services import model_version_activate
+from classifier.services.model_versions import model_version_activate
 from tests.deploy.support import (
     REPO_ROOT,
     ModelCopy,
@@ -133,7 +133,7 @@ def test_a_corrupt_active_model_is_refused_and_the_previous_version_keeps_classi
 
     after = classified(save_product("AFTER", seed=2))
 
-    start_lines = worker.messages("classifier.runtime")
+    start_lines = worker.messages("classifier.workers.runtime")
     assert start_lines[0].startswith(
         f"serving model version shop-v1 (id {first.pk}, seed_dense, 10 categories"
     )
@@ -161,7 +161,10 @@ def test_a_worker_that_never_had_a_good_model_leaves_products_queued_until_the_f
 
     waiting = save_product("WAITING", seed=3)
     wait_for(
-        lambda: any(f"product {waiting.pk} waits" in line for line in worker.messages("classifier.services")),
+        lambda: any(
+            f"products [{waiting.pk}] wait" in line
+            for line in worker.messages("classifier.workers.inference")
+        ),
         timeout_s=30,
         what="the worker to take the product",
     )
@@ -170,7 +173,7 @@ def test_a_worker_that_never_had_a_good_model_leaves_products_queued_until_the_f
     call_command("sweep_stuck", "--older-than", "0")
     repaired = classified(waiting)
 
-    runtime_lines = worker.messages("classifier.runtime")
+    runtime_lines = worker.messages("classifier.workers.runtime")
     assert runtime_lines[0].startswith("refusing model version shop-v1: ")
     assert runtime_lines[0].endswith("no model version is served: products stay queued for the sweep")
     assert "serving no model version on CPU" in runtime_lines[1]

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from classifier.models import ModelVersion
-from classifier.services import model_version_register
+from classifier.services.model_versions import model_version_register
 from tests.e2e.support import (
     BrokerQueues,
     CeleryWorker,

@@ -29,7 +29,7 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 UNREACHABLE_BROKER_URL = "redis://127.0.0.1:9/15"
 APPLIED_LINE = "classification applied: product {product_id} "
 READY_LINE = " ready."
-RECEIVED_LINE = re.compile(r"Task classifier\.tasks\.classify_product\[[^\]]+\] received")
+RECEIVED_LINE = re.compile(r"Task classifier\.tasks\.classify_products\[[^\]]+\] received")
 
 
 def tiny_model_dir(*, base_dir: pathlib.Path) -> pathlib.Path:
@@ -40,7 +40,7 @@ def tiny_model_dir(*, base_dir: pathlib.Path) -> pathlib.Path:
     from classifier.ml.datasets import load_dataset
     from classifier.ml.train import train
 
-    dataset = load_dataset("fashion-mnist").subset(per_split=200)
+    dataset = load_dataset("fashion-mnist", datasets_dir=settings.VITRINE_DATASETS_DIR).subset(per_split=200)
     return train(dataset=dataset, arch="seed_dense", epochs=1, out_dir=out_dir).artifact_dir
 
 
@@ -167,14 +167,18 @@ class CeleryWorker:
         self._log_start = 0
 
     def start(
-        self, *, extra_env: dict[str, str] | None = None, ready_timeout_s: float = 90
+        self,
+        *,
+        extra_env: dict[str, str] | None = None,
+        ready_timeout_s: float = 90,
+        app: str = "config.celery_app",
     ) -> "CeleryWorker":
         command = [
             sys.executable,
             "-m",
             "celery",
             "-A",
-            "config.celery_app",
+            app,
             "worker",
             "--pool",
             "solo",
@@ -238,10 +242,12 @@ class Workers:
         self.log_dir = log_dir
         self.started: list[CeleryWorker] = []
 
-    def start(self, *, extra_env: dict[str, str] | None = None) -> CeleryWorker:
+    def start(
+        self, *, extra_env: dict[str, str] | None = None, app: str = "config.celery_app"
+    ) -> CeleryWorker:
         worker = CeleryWorker(name=f"worker{len(self.started) + 1}", log_dir=self.log_dir, env=self.env)
         self.started.append(worker)
-        return worker.start(extra_env=extra_env)
+        return worker.start(extra_env=extra_env, app=app)
 
     def running(self) -> CeleryWorker:
         """The running worker; a new one when a test stopped or killed the last."""

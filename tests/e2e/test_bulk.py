@@ -9,8 +9,8 @@ from django.utils import timezone
 
 from catalog.models import Category, Product
 from classifier.models import BulkJob, ModelVersion
-from classifier.services import bulk_jobs_sweep
-from classifier.tasks import TEST_CHUNK_DELAY_ENV
+from classifier.services.bulk import bulk_jobs_sweep
+from tests.e2e.slow_worker import slow_tasks_env
 from tests.e2e.support import CeleryWorker, Workers, photo_bytes, product_saved_without_queueing, wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -108,11 +108,13 @@ def test_a_job_whose_worker_is_killed_mid_job_is_finished_by_the_next_worker(
 ):
     settings.VITRINE_BULK_CHUNK_SIZE = 2
     workers.stop_all()
-    slow_worker = workers.start(extra_env={TEST_CHUNK_DELAY_ENV: "2"})
+    slow_worker = workers.start(
+        app="tests.e2e.slow_worker", extra_env=slow_tasks_env(classifier__tasks__classify_products_chunk=2)
+    )
     admin_client.post(reverse("admin:classifier_bulkjob_start_all"))
     job = BulkJob.objects.get()
     wait_for(
-        lambda: slow_worker.log().count(f"bulk job {job.pk}: {TEST_CHUNK_DELAY_ENV}") >= 2,
+        lambda: slow_worker.log().count(f'"job_id": {job.pk}}})') >= 2,
         timeout_s=DONE_WITHIN_S,
         what="the slow worker to finish one chunk and start the next",
     )

@@ -67,7 +67,7 @@ def test_run_serves_and_classifies_on_sqlite_and_the_filesystem_broker_and_stops
     manage(
         "shell",
         "-c",
-        "from classifier.services import model_version_register as register; "
+        "from classifier.services.model_versions import model_version_register as register; "
         f"register(artifact_dir='{tiny_model}', activate=True)",
         env=env,
     )

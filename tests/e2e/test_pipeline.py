@@ -13,9 +13,10 @@ from django.urls import reverse
 from catalog.models import Category, Product
 from catalog.services import product_create, product_update
 from classifier.models import ModelVersion
-from classifier.services import classification_enqueue, model_version_activate, model_version_register
-from classifier.tasks import TEST_TASK_DELAY_ENV
+from classifier.services.classification import classification_enqueue
+from classifier.services.model_versions import model_version_activate, model_version_register
 from config.celery_app import app as celery_app
+from tests.e2e.slow_worker import pause_line, slow_tasks_env
 from tests.e2e.support import (
     BrokerQueues,
     CeleryWorker,
@@ -129,10 +130,14 @@ def test_a_task_whose_worker_is_killed_mid_task_is_redelivered_and_applied_once(
     workers: Workers, active_model_version: ModelVersion, broker_queues: BrokerQueues, photo_upload
 ) -> None:
     workers.stop_all()
-    slow_worker = workers.start(extra_env={TEST_TASK_DELAY_ENV: "60"})
+    slow_worker = workers.start(
+        app="tests.e2e.slow_worker", extra_env=slow_tasks_env(classifier__tasks__classify_products=60)
+    )
     product = product_create(name="Wool scarf", sku="WS-1", price=Decimal("25"), image=photo_upload())
     wait_for(
-        lambda: f"product {product.pk}: {TEST_TASK_DELAY_ENV}" in slow_worker.log(),
+        lambda: (
+            pause_line("classifier.tasks.classify_products", product_ids=[product.pk]) in slow_worker.log()
+        ),
         timeout_s=CLASSIFIED_WITHIN_S,
         what="the slow worker to start the task",
     )
@@ -201,7 +206,7 @@ def test_an_unreadable_photo_fails_with_the_reason_and_is_not_retried(
     product = product_saved_without_queueing(name="broken", image_bytes=photo_bytes()[:60])
     retries_before = workers.logs().count("Retry in")
 
-    assert classification_enqueue(product_id=product.pk)
+    assert classification_enqueue(product_ids=[product.pk])
 
     wait_for(
         lambda: product_status(product.pk) == Product.Status.FAILED,
@@ -223,7 +228,7 @@ def test_a_row_locked_by_another_transaction_is_retried_with_backoff_until_it_is
     with transaction.atomic():
         # Held like a long admin transaction; the worker's lock wait times out (lock_timeout 1 s).
         Product.objects.select_for_update().get(pk=product.pk)
-        assert classification_enqueue(product_id=product.pk)
+        assert classification_enqueue(product_ids=[product.pk])
         wait_for(
             lambda: workers.logs().count("Retry in") > retries_before,
             timeout_s=CLASSIFIED_WITHIN_S,

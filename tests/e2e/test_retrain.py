@@ -11,7 +11,7 @@ from django.urls import reverse
 
 from catalog.models import Category, Product
 from classifier.models import ModelVersion, TrainingRun
-from classifier.services import model_version_active
+from classifier.selectors import model_version_active
 from tests.e2e.support import CeleryWorker, photo_bytes, product_saved_without_queueing, wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]

@@ -7,7 +7,8 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from classifier.services import ModelVersionError, model_version_active, model_version_register
+from classifier.selectors import model_version_active
+from classifier.services.model_versions import ModelVersionError, model_version_register
 
 # seed_lenet on all of Fashion-MNIST, 3 epochs: 91% test accuracy in 92 s on 2 shared CPU cores (measured).
 DEFAULT_DATASET = "fashion-mnist"
@@ -63,11 +64,13 @@ class Command(BaseCommand):
             dataset = load_dataset(
                 options["dataset"],
                 datasets_dir=pathlib.Path(settings.VITRINE_DATASETS_DIR),
+                offline=settings.VITRINE_OFFLINE,
                 warn=lambda message: self.stderr.write(f"warning: {message}"),
             )
             if options["subset"]:
                 dataset = dataset.subset(per_split=options["subset"])
             result = train(
+                mixed_precision=settings.VITRINE_MIXED_PRECISION,
                 dataset=dataset,
                 arch=options["arch"],
                 epochs=options["epochs"],

@@ -2,9 +2,10 @@
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from classifier.ml.formats import MODEL_FILE
 from classifier.models import ModelVersion
-from classifier.operations import MODEL_FILE, model_version_problem
 from classifier.selectors import model_version_active, model_version_artifact_dir
+from classifier.services.model_versions import model_version_problem
 
 
 class Command(BaseCommand):
@@ -42,7 +43,8 @@ class Command(BaseCommand):
         )
 
     def _load(self, model_version: ModelVersion) -> None:
-        from classifier import runtime
+        # TensorFlow only when asked to load: the file check alone stays quick and quiet.
+        from classifier.workers import runtime
 
         try:
             runtime.serving_device()

@@ -5,7 +5,7 @@ import pathlib
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from classifier.models import ModelVersion
-from classifier.operations import ModelArchiveError, model_version_export
+from classifier.services.model_archives import ModelArchiveError, model_version_export
 
 
 class Command(BaseCommand):

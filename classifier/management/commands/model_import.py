@@ -4,8 +4,8 @@ import pathlib
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from classifier.operations import ModelArchiveError, model_version_import
-from classifier.services import ModelVersionError
+from classifier.services.model_archives import ModelArchiveError, model_version_import
+from classifier.services.model_versions import ModelVersionError
 
 
 class Command(BaseCommand):

@@ -5,7 +5,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 
-from classifier.operations import QueueState, queue_state
+from classifier.monitoring import QueueState, queue_state
 
 
 def format_queue_state(state: QueueState) -> list[str]:

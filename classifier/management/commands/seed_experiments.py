@@ -8,8 +8,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from classifier.ml.artifact import read_metadata
 from classifier.ml.datasets import DatasetError, load_dataset
+from classifier.ml.formats import format_duration
 from classifier.ml.serving import configure_tensorflow
-from classifier.ml.train import TrainingError, format_duration, format_progress, train
+from classifier.ml.train import TrainingError, format_progress, train
 
 SEED_VARIANTS = ("seed_dense", "seed_dense_plus128", "seed_dense_plus128_64")
 
@@ -63,6 +64,7 @@ class Command(BaseCommand):
             dataset = load_dataset(
                 "fashion-mnist",
                 datasets_dir=pathlib.Path(settings.VITRINE_DATASETS_DIR),
+                offline=settings.VITRINE_OFFLINE,
                 seed=options["seed"],
             )
             if options["subset"]:
@@ -71,6 +73,7 @@ class Command(BaseCommand):
             for variant in variants:
                 self.stdout.write(f"== {variant}")
                 result = train(
+                    mixed_precision=settings.VITRINE_MIXED_PRECISION,
                     dataset=dataset,
                     arch=variant,
                     epochs=options["epochs"],

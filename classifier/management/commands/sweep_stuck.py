@@ -3,7 +3,7 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from classifier.services import products_sweep_stuck
+from classifier.services.classification import products_sweep_stuck
 
 
 class Command(BaseCommand):

@@ -20,12 +20,8 @@ from classifier.ml.datasets import DatasetError, load_dataset
 from classifier.ml.serving import configure_tensorflow
 from classifier.ml.train import TrainingError, format_progress, train
 from classifier.models import TrainingRun
-from classifier.services import (
-    TrainingRunError,
-    training_recipe_default,
-    training_run_create,
-    training_run_execute,
-)
+from classifier.services.training import TrainingRunError, training_recipe_default, training_run_create
+from classifier.workers.training import training_run_execute
 
 DATASET_DEFAULT_IMAGE_SIZE = 96
 # How often the command reads a run's progress; the run itself writes it at most once a second.
@@ -114,6 +110,7 @@ class Command(BaseCommand):
             dataset = load_dataset(
                 options["dataset"],
                 datasets_dir=pathlib.Path(settings.VITRINE_DATASETS_DIR),
+                offline=settings.VITRINE_OFFLINE,
                 image_size=(options["image_size"], options["image_size"]),
                 seed=options["seed"],
                 val_fraction=options["val_fraction"],
@@ -127,6 +124,7 @@ class Command(BaseCommand):
                 f"of {dataset.input_shape}"
             )
             result = train(
+                mixed_precision=settings.VITRINE_MIXED_PRECISION,
                 dataset=dataset,
                 arch=options["arch"],
                 epochs=options["epochs"],

@@ -6,6 +6,7 @@ from rest_framework.test import APIClient
 
 from catalog.api.urls import urlpatterns
 from catalog.models import Product
+from classifier.api import urlpatterns as classifier_urls
 
 pytestmark = pytest.mark.django_db
 
@@ -13,42 +14,42 @@ METHODS = ("get", "post", "put", "patch", "delete")
 CALLERS = ("anonymous", "customer", "staff")
 # Expected status for (anonymous, customer, staff). 401: no credentials; 403: not staff; 405: nobody may.
 ACCESS = {
-    "product-list": {
+    "catalog-api:product-list": {
         "get": (200, 200, 200),
         "post": (401, 403, 201),
         "put": (401, 403, 405),
         "patch": (401, 403, 405),
         "delete": (401, 403, 405),
     },
-    "product-detail": {
+    "catalog-api:product-detail": {
         "get": (200, 200, 200),
         "post": (401, 403, 405),
         "put": (401, 403, 405),
         "patch": (401, 403, 405),
         "delete": (401, 403, 405),
     },
-    "product-classification": {
+    "catalog-api:product-classification": {
         "get": (401, 403, 200),
         "post": (401, 403, 405),
         "put": (401, 403, 405),
         "patch": (401, 403, 200),
         "delete": (401, 403, 405),
     },
-    "product-reclassify": {
+    "catalog-api:product-reclassify": {
         "get": (401, 403, 405),
         "post": (401, 403, 202),
         "put": (401, 403, 405),
         "patch": (401, 403, 405),
         "delete": (401, 403, 405),
     },
-    "category-list": {
+    "catalog-api:category-list": {
         "get": (200, 200, 200),
         "post": (401, 403, 405),
         "put": (401, 403, 405),
         "patch": (401, 403, 405),
         "delete": (401, 403, 405),
     },
-    "model-version-list": {
+    "classifier-api:model-version-list": {
         "get": (401, 403, 200),
         "post": (401, 403, 405),
         "put": (401, 403, 405),
@@ -67,16 +68,19 @@ CASES = [
 
 
 def test_the_table_covers_every_endpoint_and_method():
-    assert sorted(ACCESS) == sorted(pattern.name for pattern in urlpatterns)
+    names = [f"catalog-api:{p.name}" for p in urlpatterns] + [
+        f"classifier-api:{p.name}" for p in classifier_urls
+    ]
+    assert sorted(ACCESS) == sorted(names)
     assert all(sorted(methods) == sorted(METHODS) for methods in ACCESS.values())
 
 
 @pytest.mark.parametrize(("endpoint", "method", "caller", "expected_status"), CASES)
 def test_access(endpoint, method, caller, expected_status, client_for, make_product, make_upload, category):
     product = make_product(name="Linen shirt")
-    needs_product = endpoint.startswith("product-") and endpoint != "product-list"
-    url = reverse(f"catalog-api:{endpoint}", kwargs={"id_or_slug": product.pk} if needs_product else None)
-    if endpoint == "product-list" and method == "post":
+    needs_product = endpoint.startswith("catalog-api:product-") and endpoint != "catalog-api:product-list"
+    url = reverse(endpoint, kwargs={"id_or_slug": product.pk} if needs_product else None)
+    if endpoint == "catalog-api:product-list" and method == "post":
         body = {"name": "Wool coat", "sku": "COAT-1", "price": "120.00", "image": make_upload("coat.jpg")}
         response = client_for(caller).post(url, body, format="multipart")
     else:

@@ -67,7 +67,7 @@ def test_staff_creates_a_product_with_its_photo_and_gets_where_to_poll(
     assert product.category_source == Product.CategorySource.PERSON
     assert [path.name for path in stored_files()] == [product.image.name.rsplit("/", 1)[1]]
     # Classification is queued once, after the row is committed.
-    assert [callback.keywords["product_id"] for callback in callbacks] == [product.pk]
+    assert [pk for callback in callbacks for pk in callback.keywords["product_ids"]] == [product.pk]
 
     poll = staff_client.get(body["classification_url"])
     assert poll.status_code == 200 and poll.json()["status"] == "pending"
@@ -276,13 +276,13 @@ def test_reclassify_queues_the_photo_again_and_keeps_a_persons_category(
     body = response.json()
     assert body["status"] == "pending" and body["error"] == ""
     assert body["category"] == {"slug": "shirt", "name": "Shirt"} and body["category_source"] == "person"
-    assert [callback.keywords["product_id"] for callback in callbacks] == [product.pk]
+    assert [pk for callback in callbacks for pk in callback.keywords["product_ids"]] == [product.pk]
 
 
 def test_staff_list_model_versions_with_their_metrics(staff_client, model_version):
     ModelVersion.objects.filter(pk=model_version.pk).update(metrics={"accuracy": 0.91, "macro_f1": 0.9})
 
-    response = staff_client.get(reverse("catalog-api:model-version-list"))
+    response = staff_client.get(reverse("classifier-api:model-version-list"))
 
     assert response.status_code == 200
     (listed,) = response.json()["results"]

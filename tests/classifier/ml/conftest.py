@@ -8,9 +8,10 @@ import zlib
 
 import numpy as np
 import pytest
+from django.conf import settings
 from PIL import Image, ImageDraw
 
-from classifier.ml.datasets import Dataset, default_datasets_dir, load_dataset
+from classifier.ml.datasets import Dataset, load_dataset
 
 # TensorFlow reads its log level when first imported, which happens later, inside the tests.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -117,7 +118,7 @@ def split_image_folder(tmp_path: pathlib.Path) -> pathlib.Path:
 
 @pytest.fixture(scope="session")
 def fashion_mnist_dir() -> pathlib.Path:
-    folder = default_datasets_dir() / "fashion-mnist"
+    folder = pathlib.Path(settings.VITRINE_DATASETS_DIR) / "fashion-mnist"
     if not folder.is_dir():
         pytest.skip(f"Fashion-MNIST IDX files not found in {folder} (set VITRINE_DATASETS_DIR)")
     return folder

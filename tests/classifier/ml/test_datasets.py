@@ -11,13 +11,13 @@ import time
 
 import numpy as np
 import pytest
+from django.conf import settings
 from PIL import Image
 
 from classifier.ml.datasets import (
     FASHION_MNIST_CLASSES,
     KERAS_CACHE_FILES,
     DatasetError,
-    default_datasets_dir,
     load_dataset,
     load_idx,
 )
@@ -92,28 +92,24 @@ def test_fashion_mnist_loads_from_local_files_with_a_stratified_validation_split
     )
 
 
-def test_datasets_dir_comes_from_the_environment(monkeypatch, tmp_path) -> None:
-    monkeypatch.setenv("VITRINE_DATASETS_DIR", str(tmp_path))
-    assert default_datasets_dir() == tmp_path
-
-    monkeypatch.delenv("VITRINE_DATASETS_DIR")
-    assert (
-        default_datasets_dir() == pathlib.Path(__file__).resolve().parents[3].parent / "shared" / "datasets"
+def test_datasets_dir_comes_from_the_environment_else_shared_beside_the_repository() -> None:
+    expected = os.environ.get("VITRINE_DATASETS_DIR") or (
+        pathlib.Path(__file__).resolve().parents[3].parent / "shared" / "datasets"
     )
+    assert pathlib.Path(settings.VITRINE_DATASETS_DIR) == pathlib.Path(expected)
 
 
 @pytest.mark.parametrize("name", ["cifar10", "mnist"])
 def test_offline_mode_fails_fast_with_one_line_when_not_cached(monkeypatch, tmp_path, name: str) -> None:
-    monkeypatch.setenv("VITRINE_OFFLINE", "1")
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
 
     started = time.perf_counter()
     with pytest.raises(DatasetError) as refused:
-        load_dataset(name, datasets_dir=tmp_path)
+        load_dataset(name, datasets_dir=tmp_path, offline=True)
 
     message = str(refused.value)
     assert message.startswith(f"{name}: not found locally in {tmp_path / name}")
-    assert "downloads are off (VITRINE_OFFLINE=1)" in message and "\n" not in message
+    assert "downloads are off (offline)" in message and "\n" not in message
     assert time.perf_counter() - started < 2
 
 
@@ -127,7 +123,6 @@ def test_failed_download_becomes_a_dataset_error_and_restores_the_socket_timeout
     def no_network(*args, **kwargs):
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
-    monkeypatch.delenv("VITRINE_OFFLINE", raising=False)
     monkeypatch.setattr(socket, "getaddrinfo", no_network)
     timeout_before = socket.getdefaulttimeout()
 
@@ -325,7 +320,7 @@ def test_impossible_split_fractions_are_refused(image_folder) -> None:
 
 @pytest.mark.slow
 def test_real_clothing_photos_load_with_their_validation_split() -> None:
-    folder = default_datasets_dir() / "clothing-small"
+    folder = pathlib.Path(settings.VITRINE_DATASETS_DIR) / "clothing-small"
     if not folder.is_dir():
         pytest.skip(f"clothing-small not found in {folder}")
 

@@ -212,11 +212,15 @@ def test_an_occupied_output_directory_is_left_alone(small_fashion, models_dir):
 
 @pytest.mark.parametrize(("setting", "precision"), [("0", "float32"), ("1", "mixed_bfloat16")])
 def test_precision_follows_the_override_and_the_global_policy_is_restored(
-    setting, precision, small_fashion, models_dir, monkeypatch
+    setting, precision, small_fashion, models_dir
 ):
-    monkeypatch.setenv("VITRINE_MIXED_PRECISION", setting)
-
-    result = train(dataset=small_fashion, arch="seed_dense", epochs=1, out_dir=models_dir / "m")
+    result = train(
+        dataset=small_fashion,
+        arch="seed_dense",
+        epochs=1,
+        out_dir=models_dir / "m",
+        mixed_precision=setting == "1",
+    )
 
     assert read_metadata(result.artifact_dir)["precision"] == precision
     assert keras.mixed_precision.global_policy().name == "float32"

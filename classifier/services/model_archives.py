@@ -1,7 +1,5 @@
-"""Running a deployment: the queues' state, whether a model version's files are intact, and carrying a model
-version from one server to another as one archive.
-
-No TensorFlow here: the web process (/healthz) and the management commands use it too.
+"""Carrying a model version from one server to another as one archive: export with a manifest of every
+file's sha256, import checking each one. Keras-free (manage.py model_export / model_import).
 """
 
 import hashlib
@@ -14,217 +12,35 @@ import re
 import shutil
 import tarfile
 import tempfile
-import threading
 import uuid
 import zlib
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count
 from django.utils import timezone
-from kombu.exceptions import OperationalError as BrokerOperationalError
 
-from catalog.models import Product
-from classifier.models import BulkJob, ModelVersion, TrainingRun
-from classifier.selectors import model_version_active, model_version_artifact_dir
-from classifier.services import model_version_activate, model_version_register
+from classifier.ml.formats import METADATA_FILE, MODEL_FILE, file_sha256
+from classifier.models import ModelVersion
+from classifier.selectors import model_version_artifact_dir
+from classifier.services.model_versions import (
+    model_version_activate,
+    model_version_problem,
+    model_version_register,
+)
 
 logger = logging.getLogger(__name__)
 
-# classifier.ml.artifact's file names; that module imports Keras, which the web process must not load.
-MODEL_FILE = "model.keras"
-METADATA_FILE = "metadata.json"
 MANIFEST_FILE = "manifest.json"
 ARCHIVE_FORMAT = "vitrine-model-version"
 ARCHIVE_FORMAT_VERSION = 1
-WAITING_STATUSES = (Product.Status.PENDING, Product.Status.QUEUED)
-
-_hash_lock = threading.Lock()
-# path -> (size, mtime, inode) when hashed, and the digest: /healthz rehashes a model only after it changed.
-_hashed_files: dict[pathlib.Path, tuple[tuple[int, int, int], str]] = {}
 
 
 class ModelArchiveError(ValueError):
     """A version that cannot be exported, or an archive that cannot be imported; says why in one line."""
 
 
-def file_sha256(*, path: pathlib.Path, reuse_known: bool = False) -> str:
-    """The file's sha256; with reuse_known, an earlier digest while size, mtime and inode are unchanged."""
-    stat = path.stat()
-    signature = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
-    if reuse_known:
-        with _hash_lock:
-            known = _hashed_files.get(path)
-        if known is not None and known[0] == signature:
-            return known[1]
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    with _hash_lock:
-        _hashed_files[path] = (signature, digest.hexdigest())
-    return digest.hexdigest()
-
-
 def _short(digest: str) -> str:
     return digest[:12]
-
-
-def model_version_problem(*, model_version: ModelVersion, reuse_known_hashes: bool = False) -> str | None:
-    """Why the version's files cannot be served, in one line naming the version and the file; None if intact.
-
-    Intact: model.keras is the very file registered (its sha256 is ModelVersion.model_sha256) and
-    metadata.json is readable and names that same file.
-    """
-    artifact_dir = model_version_artifact_dir(model_version=model_version)
-    model_path = artifact_dir / MODEL_FILE
-    metadata_path = artifact_dir / METADATA_FILE
-    prefix = f"model version {model_version.name}"
-    if not artifact_dir.is_dir():
-        return f"{prefix}: its directory {artifact_dir} is missing"
-    if not model_path.is_file():
-        return f"{prefix}: {model_path} is missing"
-    try:
-        actual = file_sha256(path=model_path, reuse_known=reuse_known_hashes)
-    except OSError as error:
-        return f"{prefix}: cannot read {model_path} ({error.strerror or error})"
-    if actual != model_version.model_sha256:
-        return (
-            f"{prefix}: {model_path} is corrupt or was replaced "
-            f"(sha256 {_short(actual)}…, registered {_short(model_version.model_sha256)}…)"
-        )
-    try:
-        metadata = json.loads(metadata_path.read_text())
-    except FileNotFoundError:
-        return f"{prefix}: {metadata_path} is missing"
-    except (OSError, ValueError) as error:
-        return f"{prefix}: {metadata_path} is unreadable ({error})"
-    named = metadata.get("model_sha256") if isinstance(metadata, dict) else None
-    if named != model_version.model_sha256:
-        return f"{prefix}: {metadata_path} describes another model file (sha256 {_short(str(named))}…)"
-    return None
-
-
-# Queue state
-
-
-@dataclass(frozen=True)
-class QueueCount:
-    name: str
-    # Messages waiting for a worker; None when the broker could not be read.
-    waiting: int | None
-    # Delivered to a worker and not acknowledged yet (running, or to be redelivered); None where unknown.
-    delivered: int | None = None
-
-
-@dataclass(frozen=True)
-class QueueState:
-    broker: str
-    broker_error: str | None
-    queues: list[QueueCount]
-    products_by_status: dict[str, int]
-    stuck: int
-    stuck_after_s: int
-    oldest_waiting_since: datetime | None
-    active_version: ModelVersion | None
-    training_runs_in_progress: int
-    bulk_jobs_in_progress: int
-    notes: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict:
-        active = self.active_version
-        return {
-            "broker": self.broker,
-            "broker_error": self.broker_error,
-            "queues": {
-                queue.name: {"waiting": queue.waiting, "delivered": queue.delivered} for queue in self.queues
-            },
-            "products_by_status": self.products_by_status,
-            "stuck": self.stuck,
-            "stuck_after_s": self.stuck_after_s,
-            "oldest_waiting_since": self.oldest_waiting_since.isoformat()
-            if self.oldest_waiting_since
-            else None,
-            "active_version": (
-                {"id": active.pk, "name": active.name, "architecture": active.architecture}
-                if active
-                else None
-            ),
-            "training_runs_in_progress": self.training_runs_in_progress,
-            "bulk_jobs_in_progress": self.bulk_jobs_in_progress,
-        }
-
-
-def _delivered_per_queue(channel: object) -> dict[str, int] | None:
-    """Redis keeps delivered, unacknowledged messages in one hash; count them by the queue they came from."""
-    client = getattr(channel, "client", None)
-    unacked_key = getattr(channel, "unacked_key", None)
-    if client is None or unacked_key is None:
-        return None
-    counts: dict[str, int] = {}
-    for raw in client.hvals(unacked_key):
-        try:
-            _, _, routing_key = json.loads(raw)
-        except (ValueError, TypeError):
-            continue
-        counts[routing_key] = counts.get(routing_key, 0) + 1
-    return counts
-
-
-def _broker_queue_counts(queue_names: list[str]) -> tuple[str, list[QueueCount], str | None]:
-    from config.celery_app import app
-
-    with app.connection_for_read() as connection:
-        broker = connection.as_uri()
-        try:
-            connection.ensure_connection(max_retries=0)
-            channel = connection.default_channel
-            counts = []
-            delivered = _delivered_per_queue(channel)
-            for name in queue_names:
-                try:
-                    waiting = channel.queue_declare(queue=name, passive=True).message_count
-                except connection.channel_errors:
-                    # A queue nobody has sent to yet does not exist in the broker: nothing waits in it.
-                    waiting = 0
-                counts.append(
-                    QueueCount(name, waiting, None if delivered is None else delivered.get(name, 0))
-                )
-            return broker, counts, None
-        except (*connection.connection_errors, BrokerOperationalError) as error:
-            return broker, [QueueCount(name, None) for name in queue_names], str(error)
-
-
-def queue_state() -> QueueState:
-    """What waits where: broker queues, products by status, rows stuck past the sweep timeout, the model."""
-    queue_names = [settings.VITRINE_INFERENCE_QUEUE, settings.VITRINE_TRAINING_QUEUE]
-    broker, queues, broker_error = _broker_queue_counts(queue_names)
-    by_status = dict(Product.objects.values_list("status").annotate(count=Count("pk")).order_by())
-    products_by_status = {value: by_status.get(value, 0) for value in Product.Status.values}
-    stuck_after_s = settings.VITRINE_STUCK_AFTER_SECONDS
-    waiting = Product.objects.filter(status__in=WAITING_STATUSES)
-    oldest = waiting.order_by("status_changed_at").values_list("status_changed_at", flat=True).first()
-    return QueueState(
-        broker=broker,
-        broker_error=broker_error,
-        queues=queues,
-        products_by_status=products_by_status,
-        stuck=waiting.filter(status_changed_at__lt=timezone.now() - timedelta(seconds=stuck_after_s)).count(),
-        stuck_after_s=stuck_after_s,
-        oldest_waiting_since=oldest,
-        active_version=model_version_active(),
-        training_runs_in_progress=TrainingRun.objects.filter(
-            status__in=(TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING)
-        ).count(),
-        bulk_jobs_in_progress=BulkJob.objects.filter(
-            status__in=(BulkJob.Status.QUEUED, BulkJob.Status.RUNNING)
-        ).count(),
-    )
-
-
-# Export and import
 
 
 def _archive_root(name: str) -> str:
@@ -268,7 +84,7 @@ def model_version_export(*, model_version: ModelVersion, out_path: pathlib.Path)
         "exported_at": timezone.now().isoformat(),
         "files": {
             relative.as_posix(): {
-                "sha256": file_sha256(path=artifact_dir / relative),
+                "sha256": file_sha256(artifact_dir / relative),
                 "size": (artifact_dir / relative).stat().st_size,
             }
             for relative in files

@@ -1,7 +1,7 @@
 """The classifier a worker process serves: loaded once per process, swapped when another version is activated.
 
-Only worker processes import this module (through classifier.services.product_classify): it loads TensorFlow,
-which must never happen in a Celery parent before it forks its pool.
+Only worker processes import this module (through classifier.workers.inference): it loads TensorFlow, which
+must never happen in a Celery parent before it forks its pool.
 
 A newly active version is served only if its model file is the one registered (sha256) and loads. A refused
 version is logged once, in one line saying why, and the worker keeps serving the last good version it had;
@@ -18,10 +18,11 @@ import time
 
 import numpy as np
 
+from classifier.ml.formats import METADATA_FILE, MODEL_FILE
 from classifier.ml.serving import Classifier, configure_tensorflow
 from classifier.models import ModelVersion
-from classifier.operations import METADATA_FILE, MODEL_FILE, model_version_problem
-from classifier.services import model_version_active, model_version_artifact_dir
+from classifier.selectors import model_version_active, model_version_artifact_dir
+from classifier.services.model_versions import model_version_problem
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,95 @@
+"""Classifying products in the inference worker: one path for one product or many (loads TensorFlow).
+
+Photos are read and the model runs outside any transaction; each result is then written in its own short
+transaction through classifier.services.classification (which hands the filing to the catalog).
+"""
+
+import logging
+from dataclasses import dataclass
+
+from catalog.models import Product
+from catalog.services import product_needs_classifying
+from classifier.ml.preprocess import ImageError, open_image
+from classifier.services.bulk import bulk_job_chunk_finish, bulk_job_chunk_start, bulk_job_fail
+from classifier.services.classification import PhotoPrediction, classification_fail, prediction_record
+from classifier.workers import runtime
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    classified: int = 0
+    failed: int = 0
+    # No version could be served: these products stay queued for the sweep.
+    waiting: int = 0
+
+
+def _read_photo(product: Product) -> tuple[object | None, str | None]:
+    """(the decoded photo, None), or (None, why it cannot be classified)."""
+    try:
+        with product.image.open("rb") as image_file:
+            return open_image(image_file.read(), name=product.image.name), None
+    except FileNotFoundError:
+        return None, f"{product.image.name}: image file is missing"
+    except ImageError as error:
+        return None, str(error)
+
+
+def products_classify(*, product_ids: list[int], again: bool = False) -> BatchOutcome:
+    """Classifies the products' photos in one batch with the active model version.
+
+    A photo already classified is skipped unless `again` (a bulk re-classification); a product gone is
+    skipped. Without a servable version nothing is written and the products wait for the sweep.
+    """
+    found = list(Product.objects.filter(pk__in=product_ids).order_by("pk"))
+    if len(found) < len(set(product_ids)):
+        gone = sorted(set(product_ids) - {product.pk for product in found})
+        logger.info("products %s no longer exist; nothing to classify", gone)
+    products = []
+    for product in found:
+        if again or product_needs_classifying(product=product):
+            products.append(product)
+        else:
+            logger.info("product %s: this photo is already classified; duplicate message skipped", product.pk)
+    if not products:
+        return BatchOutcome()
+    served = runtime.active_classifier()
+    if served is None:
+        logger.warning("products %s wait: no model version can be served", [p.pk for p in products])
+        return BatchOutcome(waiting=len(products))
+    model_version, classifier = served
+    readable, images, failed = [], [], 0
+    for product in products:
+        image, problem = _read_photo(product)
+        if problem is None:
+            readable.append(product)
+            images.append(image)
+        else:
+            classification_fail(product_id=product.pk, error=problem, image_sha256=product.image_sha256)
+            failed += 1
+    predictions = classifier.predict_images(images) if images else []
+    for product, prediction in zip(readable, predictions, strict=True):
+        prediction_record(
+            product_id=product.pk,
+            image_sha256=product.image_sha256,
+            prediction=PhotoPrediction(
+                label=prediction.label, confidence=prediction.confidence, top=prediction.top
+            ),
+            model_version=model_version,
+        )
+    return BatchOutcome(classified=len(readable), failed=failed)
+
+
+def bulk_job_chunk_classify(*, job_id: int, cursor: int) -> None:
+    """One chunk of a bulk re-classification: claim it, classify it, move the job's cursor on."""
+    product_ids = bulk_job_chunk_start(job_id=job_id, cursor=cursor)
+    if product_ids is None:
+        return
+    if product_ids and runtime.active_classifier() is None:
+        bulk_job_fail(
+            job_id=job_id, error="No model version is active any more; activate one and start the job again."
+        )
+        return
+    outcome = products_classify(product_ids=product_ids, again=True)
+    bulk_job_chunk_finish(job_id=job_id, cursor=cursor, product_ids=product_ids, failed=outcome.failed)

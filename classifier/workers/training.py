@@ -1,0 +1,167 @@
+"""Training a queued run in the worker: data, Keras, progress, heartbeat and cancel (loads TensorFlow).
+
+The run's rows are written through classifier.services.training; this module only does the work between.
+"""
+
+import logging
+import threading
+import time
+
+from django.conf import settings
+from django.db import connections
+from django.utils import timezone
+
+from classifier.ml.datasets import load_labelled_files
+from classifier.ml.train import TrainingCancelled, train
+from classifier.models import TrainingRun
+from classifier.services.training import (
+    training_run_artifact_dir,
+    training_run_claim,
+    training_run_finish,
+    training_run_skip_if_unchanged,
+    training_run_succeed,
+    training_set_collect,
+)
+
+logger = logging.getLogger(__name__)
+
+# Checking for a cancel and writing progress: at most this often, so a run costs the database little.
+PROGRESS_INTERVAL_S = 1.0
+
+
+class _Heartbeat:
+    """While a run trains, a thread marks it alive now and then; a run silent for long is swept as failed."""
+
+    def __init__(self, *, run_id: int, interval_s: float) -> None:
+        self._run_id = run_id
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._beat, name=f"training-run-{run_id}-heartbeat", daemon=True
+        )
+
+    def __enter__(self) -> "_Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _beat(self) -> None:
+        try:
+            while not self._stop.wait(self._interval_s):
+                TrainingRun.objects.filter(pk=self._run_id, status=TrainingRun.Status.RUNNING).update(
+                    heartbeat_at=timezone.now()
+                )
+        except Exception as error:  # A lost heartbeat only risks a late sweep; the training goes on.
+            logger.warning("training run %s: heartbeat stopped (%s)", self._run_id, error)
+        finally:
+            # This thread's own connection; nothing else would close it.
+            connections.close_all()
+
+
+class _RunReporter:
+    """Writes training progress to the run and reads whether a person cancelled it, at most once a second."""
+
+    def __init__(self, *, run_id: int) -> None:
+        self._run_id = run_id
+        self._written_at = self._checked_at = float("-inf")
+        self._pending: dict | None = None
+        self.latest: dict = {}
+        self._cancelled = False
+
+    def progress(self, event: dict) -> None:
+        self.latest = self._pending = {"stage": "training", **event}
+        if time.monotonic() - self._written_at >= PROGRESS_INTERVAL_S:
+            self._write()
+
+    def should_stop(self) -> bool:
+        now = time.monotonic()
+        if now - self._checked_at >= PROGRESS_INTERVAL_S:
+            self._checked_at = now
+            self._cancelled = TrainingRun.objects.filter(pk=self._run_id, cancel_requested=True).exists()
+            if self._pending is not None and now - self._written_at >= PROGRESS_INTERVAL_S:
+                self._write()
+        return self._cancelled
+
+    def _write(self) -> None:
+        TrainingRun.objects.filter(pk=self._run_id).update(
+            progress=self._pending, heartbeat_at=timezone.now()
+        )
+        self._written_at = time.monotonic()
+        self._pending = None
+
+
+def _train(run: TrainingRun, reporter: _RunReporter) -> TrainingRun:
+    training_set = training_set_collect(base_dataset=run.params.get("base_dataset") or "")
+    skipped = training_run_skip_if_unchanged(run=run, training_set=training_set)
+    if skipped is not None:
+        return skipped
+    warnings: list[str] = []
+    size = int(run.params["image_size"])
+    dataset = load_labelled_files(
+        training_set.files,
+        image_size=(size, size),
+        seed=0,
+        warn=warnings.append,
+        name=f"catalog (run {run.pk})",
+    )
+    name, out_dir = training_run_artifact_dir(run=run)
+    result = train(
+        dataset=dataset,
+        arch=run.params["architecture"],
+        epochs=int(run.params["epochs"]),
+        out_dir=out_dir,
+        progress=reporter.progress,
+        should_stop=reporter.should_stop,
+        mixed_precision=settings.VITRINE_MIXED_PRECISION,
+    )
+    return training_run_succeed(
+        run=run,
+        name=name,
+        artifact_dir=result.artifact_dir,
+        metrics=result.metrics,
+        training_set=training_set,
+        skipped=len(warnings),
+        progress=reporter.latest,
+    )
+
+
+def training_run_execute(*, run_id: int, worker: str = "") -> TrainingRun | None:
+    """Worker side: trains a queued run on the catalog's reviewed photos and registers an inactive version.
+
+    Skipped when the photos, labels and settings equal the last successful run's; a failure records its
+    reason and a cancel stops it, both leaving no version behind. The active version is never changed here.
+    Returns None when there was nothing to do (the run is gone or no longer queued).
+    """
+    run = training_run_claim(run_id=run_id, worker=worker)
+    if run is None:
+        return None
+    reporter = _RunReporter(run_id=run_id)
+    try:
+        with _Heartbeat(run_id=run_id, interval_s=settings.VITRINE_TRAINING_HEARTBEAT_S):
+            return _train(run, reporter)
+    except TrainingCancelled:
+        epoch = reporter.latest.get("epoch", 0)
+        return training_run_finish(
+            run_id=run_id,
+            status=TrainingRun.Status.CANCELLED,
+            progress=reporter.latest or run.progress,
+            message=(
+                f"Cancelled by a person at epoch {epoch}/{run.params.get('epochs')}; "
+                "no model version was made."
+            ),
+        )
+    except Exception as error:
+        # Every failure ends the run with its reason on the page; the log keeps the traceback.
+        logger.exception("training run %s failed", run_id)
+        reason = " ".join(str(error).split()) or type(error).__name__
+        if not isinstance(error, ValueError):
+            reason = f"{type(error).__name__}: {reason}"
+        return training_run_finish(
+            run_id=run_id,
+            status=TrainingRun.Status.FAILED,
+            progress=reporter.latest or run.progress,
+            error=f"{reason}. The active model version was not changed.",
+        )

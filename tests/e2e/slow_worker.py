@@ -1,0 +1,44 @@
+"""The production Celery app with a pause before chosen tasks, for tests that kill a worker mid-task.
+
+Start a worker with `-A tests.e2e.slow_worker` and VITRINE_SLOW_TASKS="task.name=seconds[,...]"; each pause is
+logged (pause_line) before it begins, so the test knows the task is in hand when it kills the worker.
+"""
+
+import json
+import logging
+import os
+import time
+
+from celery.signals import task_prerun
+
+from config.celery_app import app
+
+SLOW_TASKS_ENV = "VITRINE_SLOW_TASKS"
+logger = logging.getLogger(__name__)
+
+
+def pause_line(task_name: str, **kwargs: object) -> str:
+    return f"pausing before {task_name}({json.dumps(kwargs, sort_keys=True)})"
+
+
+def slow_tasks_env(**delays_s: float) -> dict[str, str]:
+    """The worker environment that pauses each named task (dots as __ in the keyword) so many seconds."""
+    return {SLOW_TASKS_ENV: ",".join(f"{name.replace('__', '.')}={s}" for name, s in delays_s.items())}
+
+
+_delays_s = {
+    name: float(seconds)
+    for name, _, seconds in (item.partition("=") for item in os.environ.get(SLOW_TASKS_ENV, "").split(","))
+    if name
+}
+
+
+@task_prerun.connect
+def _pause(sender: object = None, task: object = None, kwargs: dict | None = None, **extra: object) -> None:
+    delay_s = _delays_s.get(task.name)
+    if delay_s:
+        logger.warning(pause_line(task.name, **(kwargs or {})))
+        time.sleep(delay_s)
+
+
+__all__ = ["app"]
