@@ -1,5 +1,5 @@
 # make run   the shop on this machine: SQLite and a filesystem broker unless DATABASE_URL / CELERY_BROKER_URL
-#            are set; trains a default model on first start (about 1.5 minutes on 2 CPU cores).
+#            are set; on first start assembles the starter real-photo model (seconds, no data set needed).
 # make test  ruff and the test suite on the local PostgreSQL and Redis (started when down), real Celery workers.
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)

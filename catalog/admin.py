@@ -90,6 +90,8 @@ class ProductAdmin(admin.ModelAdmin):
         "classification_error",
         "suggested_category",
         "confidence_percent",
+        "review_reason",
+        "unfamiliarity",
         "model_version",
         "status_changed_at",
         "image_sha256",
@@ -101,7 +103,14 @@ class ProductAdmin(admin.ModelAdmin):
     def get_fieldsets(self, request: HttpRequest, obj: Product | None = None):
         if obj is None:
             return [(None, {"fields": PRODUCT_FIELDS_ON_ADD})]
-        classification = ["status", "suggested_category", "confidence_percent", "model_version"]
+        classification = [
+            "status",
+            "suggested_category",
+            "confidence_percent",
+            "review_reason",
+            "unfamiliarity",
+            "model_version",
+        ]
         if obj.classification_error:
             classification.insert(1, "classification_error")
         return [
@@ -168,7 +177,7 @@ class ReviewQueueAdmin(admin.ModelAdmin):
         def decision(obj: Product) -> str:
             return self._decision_controls(obj, categories)
 
-        return ("thumbnail", "product", "suggestion", "confidence_percent", decision)
+        return ("thumbnail", "product", "suggestion", "confidence_percent", "reason", decision)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -217,6 +226,10 @@ class ReviewQueueAdmin(admin.ModelAdmin):
         if obj.confidence is None:
             return self.get_empty_value_display()
         return f"{obj.confidence:.1%}"
+
+    @admin.display(description="Why it waits", ordering="review_reason")
+    def reason(self, obj: Product) -> str:
+        return obj.get_review_reason_display() if obj.review_reason else self.get_empty_value_display()
 
     def _decision_controls(self, obj: Product, categories: list[Category]) -> str:
         # Buttons of the changelist's own form, each posting to its own view (forms cannot nest).

@@ -46,6 +46,13 @@ class Product(models.Model):
         PREDICTED = "predicted", "Predicted"
         PERSON = "person", "Set by a person"
 
+    class ReviewReason(models.TextChoices):
+        NONE = "", "—"
+        LOW_CONFIDENCE = "low_confidence", "The model is not sure enough"
+        UNFAMILIAR = "unfamiliar", "Unlike the photos this model was trained on"
+        NOT_VALIDATED = "not_validated", "The model was never validated on product photos"
+        RETIRED_CATEGORY = "retired_category", "The suggested category is retired"
+
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=220, unique=True)
     description = models.TextField(blank=True)
@@ -66,6 +73,10 @@ class Product(models.Model):
         Category, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     confidence = models.FloatField(null=True, blank=True)
+    # How far the photo lies from what the model was trained on (higher: stranger); None when not measured.
+    unfamiliarity = models.FloatField(null=True, blank=True)
+    # Why the latest prediction did not file the product by itself; empty when it did (or a person decided).
+    review_reason = models.CharField(max_length=32, choices=ReviewReason.choices, blank=True, default="")
     model_version = models.ForeignKey(
         "classifier.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -30,7 +30,14 @@ PRODUCT_EDITABLE_FIELDS = frozenset(
 # Slugs are cut to this length before a "-N" suffix, so the result always fits the column.
 PRODUCT_SLUG_BASE_LENGTH = Product._meta.get_field("slug").max_length - 10
 # The fields a prediction writes: cleared when the photo changes, since they describe the old one.
-PREDICTION_FIELDS = ("suggested_category", "confidence", "model_version", "classified_sha256")
+PREDICTION_FIELDS = (
+    "suggested_category",
+    "confidence",
+    "unfamiliarity",
+    "review_reason",
+    "model_version",
+    "classified_sha256",
+)
 
 
 def _announce_photos_changed(*, product_ids: list[int]) -> None:
@@ -126,7 +133,8 @@ def _person_sets_category(
     if category is not None and product.status == Product.Status.NEEDS_REVIEW:
         product.status = Product.Status.CLASSIFIED
         product.status_changed_at = now
-        changed += ["status", "status_changed_at"]
+        product.review_reason = Product.ReviewReason.NONE
+        changed += ["status", "status_changed_at", "review_reason"]
     return changed
 
 
@@ -138,6 +146,8 @@ def _photo_replaced(*, product: Product, image: File, image_sha256: str) -> list
     product.classification_error = ""
     product.suggested_category = None
     product.confidence = None
+    product.unfamiliarity = None
+    product.review_reason = Product.ReviewReason.NONE
     product.model_version = None
     product.classified_sha256 = ""
     changed = [
@@ -343,20 +353,19 @@ def product_needs_classifying(*, product: Product) -> bool:
     return not (product.status in DONE_STATUSES and product.classified_sha256 == product.image_sha256)
 
 
-def _file_or_send_to_review(product: Product, *, sure: bool) -> None:
-    """A person's category stays; a sure prediction files the product; otherwise a person decides."""
-    if product.category_source == Product.CategorySource.PERSON:
-        product.status = Product.Status.CLASSIFIED
-    elif sure:
-        product.category = product.suggested_category
-        product.category_source = Product.CategorySource.PREDICTED
-        product.status = Product.Status.CLASSIFIED
-    else:
-        # A machine's earlier filing is withdrawn when the current model is not sure.
-        if product.category_source == Product.CategorySource.PREDICTED:
-            product.category = None
-            product.category_source = Product.CategorySource.NONE
-        product.status = Product.Status.NEEDS_REVIEW
+def _review_reason(
+    product: Product, *, threshold: float | None, unfamiliar: bool
+) -> Product.ReviewReason:
+    """Why this prediction may not file the product by itself; NONE when it may."""
+    if threshold is None:
+        return Product.ReviewReason.NOT_VALIDATED
+    if unfamiliar:
+        return Product.ReviewReason.UNFAMILIAR
+    if not product.suggested_category.is_active:
+        return Product.ReviewReason.RETIRED_CATEGORY
+    if product.confidence < threshold:
+        return Product.ReviewReason.LOW_CONFIDENCE
+    return Product.ReviewReason.NONE
 
 
 @transaction.atomic
@@ -367,12 +376,16 @@ def product_file_from_prediction(
     label: str,
     confidence: float,
     model_version_id: int,
-    threshold: float,
+    threshold: float | None,
+    unfamiliarity: float | None = None,
+    unfamiliar: bool = False,
 ) -> Product:
     """Files the product from a prediction for the photo with hash `image_sha256`; twice changes nothing.
 
-    The category is filed automatically only at or above `threshold` and never over a person's choice;
-    below it the suggestion waits for review. A prediction for a photo since replaced is ignored.
+    The catalog's rules: a person's category is never replaced; a prediction files the product only when its
+    model may file by itself (`threshold` None: never), the photo is like the ones the model learned from
+    (not `unfamiliar`), the category is active and `confidence` reaches `threshold`. Otherwise the suggestion
+    waits for review with the reason. A prediction for a photo since replaced is ignored.
     """
     product = Product.objects.select_for_update().get(pk=product_id)
     if product.image_sha256 != image_sha256:
@@ -385,15 +398,26 @@ def product_file_from_prediction(
     )
     if already_applied:
         return product
-    suggestion = category_for_prediction(label=label)
-    product.suggested_category = suggestion
+    product.suggested_category = category_for_prediction(label=label)
     product.confidence = confidence
+    product.unfamiliarity = unfamiliarity
     product.model_version_id = model_version_id
     product.classified_sha256 = image_sha256
     product.classification_error = ""
     product.status_changed_at = timezone.now()
-    # A retired category never receives a product by itself: its predictions wait for a person.
-    _file_or_send_to_review(product, sure=suggestion.is_active and confidence >= threshold)
+    reason = _review_reason(product, threshold=threshold, unfamiliar=unfamiliar)
+    if product.category_source == Product.CategorySource.PERSON:
+        product.status, product.review_reason = Product.Status.CLASSIFIED, Product.ReviewReason.NONE
+    elif reason == Product.ReviewReason.NONE:
+        product.category = product.suggested_category
+        product.category_source = Product.CategorySource.PREDICTED
+        product.status, product.review_reason = Product.Status.CLASSIFIED, reason
+    else:
+        # A machine's earlier filing is withdrawn when the current model may not file; a person decides.
+        if product.category_source == Product.CategorySource.PREDICTED:
+            product.category = None
+            product.category_source = Product.CategorySource.NONE
+        product.status, product.review_reason = Product.Status.NEEDS_REVIEW, reason
     # Only the prediction's own columns: a person's edit of other fields is never written back over.
     product.save(
         update_fields=[
@@ -407,11 +431,12 @@ def product_file_from_prediction(
         ]
     )
     logger.info(
-        "classification applied: product %s -> %s (%.3f, %s) by model version id %s",
+        "classification applied: product %s -> %s (%.3f, %s%s) by model version id %s",
         product_id,
         label,
         confidence,
         product.status,
+        f": {product.get_review_reason_display()}" if product.review_reason else "",
         model_version_id,
     )
     return product

@@ -16,6 +16,8 @@ class ModelVersion(models.Model):
     data_fingerprint = models.CharField(max_length=64, blank=True)
     # Predictions at or above this confidence file the product automatically.
     threshold = models.FloatField(null=True, blank=True)
+    # Off for a model never validated on product photos (a fallback): every prediction waits for a person.
+    files_automatically = models.BooleanField(default=True)
     is_active = models.BooleanField(default=False)
     activated_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -140,6 +142,10 @@ class Prediction(models.Model):
     image_sha256 = models.CharField(max_length=64)
     label = models.CharField(max_length=100)
     confidence = models.FloatField()
+    # Out-of-distribution score on the backbone's features (higher: stranger), and whether it passed the
+    # version's calibrated limit; None / False for models without that check.
+    ood_score = models.FloatField(null=True, blank=True)
+    is_unfamiliar = models.BooleanField(default=False)
     # The best categories, best first: [[label, confidence], ...].
     top = models.JSONField(default=list)
     created_at = models.DateTimeField(auto_now_add=True)

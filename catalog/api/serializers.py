@@ -134,6 +134,19 @@ class ProductClassificationSerializer(serializers.ModelSerializer):
     error = serializers.CharField(
         source="classification_error", read_only=True, help_text="Why classification failed; empty otherwise."
     )
+    review_reason = serializers.ChoiceField(
+        choices=Product.ReviewReason.choices,
+        read_only=True,
+        help_text="Why the prediction waits for a person instead of filing the product; empty: it filed.",
+    )
+    review_reason_text = serializers.CharField(
+        source="get_review_reason_display", read_only=True, help_text="The same reason in words."
+    )
+    unfamiliarity = serializers.FloatField(
+        read_only=True,
+        allow_null=True,
+        help_text="How unlike the training photos this photo is (higher: stranger); null: not measured.",
+    )
     reviewed_by = serializers.CharField(
         source="reviewed_by.get_username", read_only=True, allow_null=True, help_text="Who set the category."
     )
@@ -148,6 +161,9 @@ class ProductClassificationSerializer(serializers.ModelSerializer):
             "category_source",
             "suggested_category",
             "confidence",
+            "review_reason",
+            "review_reason_text",
+            "unfamiliarity",
             "model_version",
             "error",
             "reviewed_at",

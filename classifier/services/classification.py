@@ -29,6 +29,9 @@ class PhotoPrediction:
     label: str
     confidence: float
     top: list[tuple[str, float]]
+    # Out-of-distribution score and verdict, for models that measure it.
+    ood_score: float | None = None
+    is_unfamiliar: bool = False
 
 
 def classification_enqueue(*, product_ids: list[int]) -> int:
@@ -66,6 +69,8 @@ def prediction_record(
             "label": prediction.label,
             "confidence": prediction.confidence,
             "top": [[label, confidence] for label, confidence in prediction.top],
+            "ood_score": prediction.ood_score,
+            "is_unfamiliar": prediction.is_unfamiliar,
         },
     )
     return product_file_from_prediction(
@@ -74,7 +79,11 @@ def prediction_record(
         label=prediction.label,
         confidence=prediction.confidence,
         model_version_id=model_version.pk,
-        threshold=model_version_threshold(model_version=model_version),
+        threshold=model_version_threshold(model_version=model_version)
+        if model_version.files_automatically
+        else None,
+        unfamiliarity=prediction.ood_score,
+        unfamiliar=prediction.is_unfamiliar,
     )
 
 

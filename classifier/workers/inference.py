@@ -74,7 +74,11 @@ def products_classify(*, product_ids: list[int], again: bool = False) -> BatchOu
             product_id=product.pk,
             image_sha256=product.image_sha256,
             prediction=PhotoPrediction(
-                label=prediction.label, confidence=prediction.confidence, top=prediction.top
+                label=prediction.label,
+                confidence=prediction.confidence,
+                top=prediction.top,
+                ood_score=prediction.ood_score,
+                is_unfamiliar=prediction.is_unfamiliar,
             ),
             model_version=model_version,
         )

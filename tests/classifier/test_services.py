@@ -14,11 +14,13 @@ from django.utils import timezone
 
 from catalog.models import Category, Product
 from catalog.services import product_create
-from classifier.models import ModelVersion
+from classifier.models import ModelVersion, Prediction
 from classifier.selectors import model_version_active
 from classifier.services.classification import (
+    PhotoPrediction,
     classification_enqueue,
     classification_fail,
+    prediction_record,
     products_sweep_stuck,
 )
 from classifier.services.model_versions import (
@@ -165,6 +167,41 @@ def test_an_unsure_prediction_is_only_suggested_and_waits_for_review(
     assert applied.category is None
     assert applied.category_source == Product.CategorySource.NONE
     assert applied.suggested_category.name == "Trouser"
+
+
+def test_a_confident_prediction_for_an_unfamiliar_photo_waits_for_review_with_the_reason(
+    product: Product, model_version: ModelVersion
+) -> None:
+    applied = prediction_record(
+        product_id=product.pk,
+        image_sha256=product.image_sha256,
+        prediction=PhotoPrediction(
+            label="Shirt", confidence=0.99, top=[("Shirt", 0.99)], ood_score=41.5, is_unfamiliar=True
+        ),
+        model_version=model_version,
+    )
+
+    assert (applied.status, applied.category) == (Product.Status.NEEDS_REVIEW, None)
+    assert applied.review_reason == Product.ReviewReason.UNFAMILIAR
+    assert applied.get_review_reason_display() == "Unlike the photos this model was trained on"
+    assert applied.unfamiliarity == 41.5
+    kept = Prediction.objects.get(product=product)
+    assert (kept.label, kept.confidence, kept.ood_score, kept.is_unfamiliar) == ("Shirt", 0.99, 41.5, True)
+
+
+def test_a_prediction_is_kept_once_per_photo_and_version(
+    product: Product, model_version: ModelVersion
+) -> None:
+    for _ in range(2):
+        prediction_apply(
+            product_id=product.pk,
+            image_sha256=product.image_sha256,
+            label="Shirt",
+            confidence=0.6,
+            model_version=model_version,
+        )
+
+    assert Prediction.objects.filter(product=product, model_version=model_version).count() == 1
 
 
 def test_a_version_without_its_own_threshold_uses_the_configured_one(
