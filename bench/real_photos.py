@@ -23,6 +23,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 from classifier.ml.artifact import ArtifactError  # noqa: E402
+from classifier.ml.calibration import apply_temperature  # noqa: E402
 from classifier.ml.evaluate import (  # noqa: E402
     classification_report,
     confusion_matrix,
@@ -151,7 +152,10 @@ def main() -> None:
     )
     print(f"photos: {len(y)} from {args.folder}{f' ({len(skipped)} skipped)' if skipped else ''}")
     started = time.monotonic()
-    probabilities = predict_probabilities(model=classifier.model, x=x)
+    # Calibrated as serving calibrates them, so the artifact's threshold means the same here.
+    probabilities = apply_temperature(
+        predict_probabilities(model=classifier.model, x=x), temperature=classifier.temperature
+    )
     seconds = time.monotonic() - started
     predicted = probabilities.argmax(axis=1)
     confidence = probabilities.max(axis=1)

@@ -203,6 +203,14 @@ class HorizontalMirror(layers.Layer):
         return keras.ops.flip(images, axis=2)
 
 
+@keras.saving.register_keras_serializable(package="vitrine")
+class SquareRoot(layers.Layer):
+    """Element-wise square root of non-negative pooled features (power normalisation) for a linear head."""
+
+    def call(self, features: keras.KerasTensor) -> keras.KerasTensor:
+        return keras.ops.sqrt(features)
+
+
 def with_mirror_average(model: keras.Model) -> keras.Model:
     """The trained model wrapped to average its probabilities over the image and its mirror image.
 

@@ -16,7 +16,7 @@ from classifier.ml.formats import (
     REPORT_JSON,
     REPORT_TEXT,
 )
-from classifier.ml.serving import compiled_inference
+from classifier.ml.serving import compiled_inference, split_outputs
 
 MISCLASSIFIED_SHOWN = 25
 PREDICT_CHUNK = 256
@@ -32,8 +32,9 @@ def predict_probabilities(*, model: keras.Model, x: np.ndarray, chunk: int = PRE
     if len(x) == 0:
         return np.zeros((0, num_classes), dtype=np.float32)
     probabilities = compiled_inference(model=model, input_shape=x.shape[1:])
+    # A model that also outputs its features (the starter model) gives its probabilities first.
     parts = [
-        np.asarray(probabilities(x[start : start + chunk].astype(np.float32)), dtype=np.float32)
+        split_outputs(probabilities(x[start : start + chunk].astype(np.float32)))[0].astype(np.float32)
         for start in range(0, len(x), chunk)
     ]
     return np.concatenate(parts)

@@ -12,7 +12,9 @@ import PIL.Image
 import tensorflow as tf
 
 from classifier.ml import preprocess
-from classifier.ml.artifact import Artifact, load_artifact
+from classifier.ml.artifact import Artifact, ArtifactError, file_sha256, load_artifact
+from classifier.ml.calibration import apply_temperature
+from classifier.ml.ood import OodError, OodModel, load_ood
 
 SERVING_CHUNK = 64
 
@@ -22,6 +24,9 @@ class Prediction:
     label: str
     confidence: float
     top: list[tuple[str, float]]  # best first
+    # Out-of-distribution score of the photo; None when the artifact has no statistics (older models).
+    ood_score: float | None = None
+    is_unfamiliar: bool = False  # the score is over the artifact's threshold: not a product it knows
 
 
 def compiled_inference(
@@ -57,6 +62,27 @@ def configure_tensorflow(*, threads: int | None = None) -> str:
     return f"CPU ({pools})"
 
 
+def split_outputs(outputs: tf.Tensor | Sequence[tf.Tensor]) -> tuple[np.ndarray, np.ndarray | None]:
+    """(probabilities, pooled features or None) from a model with one output or [probabilities, features]."""
+    if isinstance(outputs, list | tuple):
+        return np.asarray(outputs[0]), np.asarray(outputs[1]) if len(outputs) > 1 else None
+    return np.asarray(outputs), None
+
+
+def artifact_ood(artifact: Artifact) -> OodModel | None:
+    """The artifact's out-of-distribution statistics (metadata "ood"), checked against their checksum."""
+    info = artifact.metadata.get("ood")
+    if not info:
+        return None
+    path = artifact.path / info["file"]
+    if not path.is_file() or file_sha256(path) != info.get("sha256"):
+        raise ArtifactError(f"{path}: missing, or checksum does not match metadata")
+    try:
+        return load_ood(path)
+    except OodError as error:
+        raise ArtifactError(str(error)) from error
+
+
 class Classifier:
     """A loaded model with its category names and the preprocessing it was trained with."""
 
@@ -67,6 +93,9 @@ class Classifier:
         self.input_shape: tuple[int, int, int] = tuple(artifact.metadata["preprocessing"]["input_shape"])
         self.style: str = artifact.metadata["preprocessing"]["style"]
         self.model = artifact.model
+        # Calibrated confidences: softmax(log p / T); artifacts without calibration keep T = 1.
+        self.temperature: float = float((artifact.metadata.get("calibration") or {}).get("temperature", 1.0))
+        self.ood: OodModel | None = artifact_ood(artifact)
         # Traced once for any batch size; every call then runs the graph without per-call Python overhead.
         self._probabilities = compiled_inference(model=self.model, input_shape=self.input_shape)
 
@@ -92,9 +121,20 @@ class Classifier:
         predictions: list[Prediction] = []
         for start in range(0, len(x), SERVING_CHUNK):
             chunk = tf.convert_to_tensor(x[start : start + SERVING_CHUNK].astype(np.float32))
-            probabilities = self._probabilities(chunk).numpy()
-            for row in probabilities:
+            probabilities, features = split_outputs(self._probabilities(chunk))
+            probabilities = apply_temperature(probabilities, temperature=self.temperature)
+            scores = self.ood.scores(features) if self.ood is not None and features is not None else None
+            for index, row in enumerate(probabilities):
                 best = np.argsort(-row, kind="stable")[:top_k]
                 top = [(self.class_names[i], float(row[i])) for i in best]
-                predictions.append(Prediction(label=top[0][0], confidence=top[0][1], top=top))
+                score = None if scores is None else float(scores[index])
+                predictions.append(
+                    Prediction(
+                        label=top[0][0],
+                        confidence=top[0][1],
+                        top=top,
+                        ood_score=score,
+                        is_unfamiliar=score is not None and bool(self.ood.is_unfamiliar(score)),
+                    )
+                )
         return predictions
