@@ -10,13 +10,13 @@ from keras import layers
 
 from classifier.ml.architectures import HorizontalMirror, SquareRoot
 from classifier.ml.artifact import save_artifact
-from classifier.ml.formats import file_sha256
 from classifier.ml.backbones.efficientnet_lite import (
     BackboneError,
     backbone_available,
     pretrained_efficientnet_lite,
     weights_origin,
 )
+from classifier.ml.formats import file_sha256
 from classifier.ml.ood import OOD_FILE, OodError, OodModel, save_ood
 from classifier.ml.starter import (
     ARCHITECTURE,
