@@ -22,7 +22,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-from classifier.ml.datasets import default_datasets_dir  # noqa: E402
+from bench.common import datasets_dir  # noqa: E402
 from classifier.ml.machine import cpu_flags_line  # noqa: E402
 from classifier.ml.preprocess import open_image  # noqa: E402
 from classifier.ml.serving import Classifier, Prediction, configure_tensorflow  # noqa: E402
@@ -54,7 +54,7 @@ def main() -> None:
     parser.add_argument(
         "--model", type=pathlib.Path, help="an artifact directory (default: the starter model)"
     )
-    parser.add_argument("--datasets-dir", type=pathlib.Path, default=default_datasets_dir())
+    parser.add_argument("--datasets-dir", type=pathlib.Path, default=datasets_dir())
     args = parser.parse_args()
     print(configure_tensorflow(), "|", cpu_flags_line())
 

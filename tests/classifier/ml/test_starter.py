@@ -5,9 +5,9 @@ import pathlib
 
 import numpy as np
 import pytest
+from django.conf import settings
 
 from classifier.ml.backbones.efficientnet_lite import backbone_available
-from classifier.ml.datasets import default_datasets_dir
 from classifier.ml.ood import OOD_FILE
 from classifier.ml.preprocess import open_image
 from classifier.ml.serving import Classifier
@@ -30,7 +30,7 @@ needs_backbone = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def clothing_small() -> pathlib.Path:
-    folder = default_datasets_dir() / "clothing-small"
+    folder = pathlib.Path(settings.VITRINE_DATASETS_DIR) / "clothing-small"
     if not folder.is_dir():
         pytest.skip(f"clothing-small not found in {folder.parent} (set VITRINE_DATASETS_DIR)")
     return folder
