@@ -95,6 +95,9 @@ class ModelVersionReport:
     confusion_rows: list[tuple[str, list[int]]]
     images: dict[str, str]
     data: dict
+    # Temperature and calibration error (ECE) before and after; the out-of-distribution limit ({} if none).
+    calibration: dict
+    ood: dict
 
 
 
@@ -133,6 +136,8 @@ def model_version_report(*, model_version: ModelVersion) -> ModelVersionReport:
         confusion_rows=rows,
         images=images,
         data=metadata.get("data") or {},
+        calibration=metrics.get("calibration") or {},
+        ood=metrics.get("ood") or {},
     )
 
 

@@ -116,6 +116,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
                 "report": report,
                 "headline": report_headline(report),
                 "threshold_text": report_threshold_text(report),
+                "ood_keep_rate": percent(report.ood.get("keep_rate")),
                 "model_version": model_version,
                 "threshold_in_use": percent(model_version_threshold(model_version=model_version)),
                 "activations": model_version.activations.select_related("previous", "activated_by")[:10],

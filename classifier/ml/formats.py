@@ -10,6 +10,8 @@ import pathlib
 
 MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"
+# Out-of-distribution statistics beside the model (classifier.ml.ood), for artifacts that have them.
+OOD_FILE = "ood.npz"
 REQUIRED_METADATA_KEYS = ("class_names", "input_shape", "preprocessing", "architecture", "model_sha256")
 
 # Written by classifier.ml.evaluate beside each model.

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 
 # The file an artifact keeps the statistics in, beside model.keras.
-OOD_FILE = "ood.npz"
 DEFAULT_DIMENSIONS = 48
 DEFAULT_KEEP_RATE = 0.95
 # Added to the shared covariance's diagonal, as a share of its mean variance, so its inverse stays stable.

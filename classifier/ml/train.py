@@ -22,13 +22,12 @@ from classifier.ml.backbones.efficientnet_lite import backbone_available, varian
 from classifier.ml.datasets import Dataset
 from classifier.ml.evaluate import TARGET_PRECISION, evaluate
 from classifier.ml.formats import format_duration
+from classifier.ml.machine import cpu_has_bf16
 from classifier.ml.transfer import train_on_backbone
 
 logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[dict], None]
-# CPU flags of bfloat16 matrix units; without them bfloat16 is emulated and slower than float32.
-BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 class TrainingError(ValueError):
@@ -44,15 +43,6 @@ class TrainResult:
     artifact_dir: pathlib.Path
     metrics: dict
     seconds: float
-
-
-def cpu_has_bf16() -> bool:
-    try:
-        cpuinfo = pathlib.Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    flags = {flag for line in cpuinfo.splitlines() if line.startswith("flags") for flag in line.split()}
-    return any(flag in flags for flag in BF16_CPU_FLAGS)
 
 
 def mixed_precision_wanted(override: bool | None = None) -> bool:

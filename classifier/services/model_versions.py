@@ -35,6 +35,20 @@ def model_version_threshold(*, model_version: ModelVersion) -> float:
     return settings.VITRINE_CONFIDENCE_THRESHOLD
 
 
+def _metrics_with_safeguards(metadata: dict) -> dict:
+    """The artifact's metrics, plus its calibration and out-of-distribution limit where it has them."""
+    metrics = dict(metadata.get("metrics") or {})
+    calibration = metadata.get("calibration") or {}
+    if calibration:
+        metrics["calibration"] = {
+            key: calibration[key] for key in ("temperature", "ece_before", "ece_after") if key in calibration
+        }
+    ood = metadata.get("ood") or {}
+    if ood:
+        metrics["ood"] = {key: ood[key] for key in ("threshold", "keep_rate", "score") if key in ood}
+    return metrics
+
+
 def model_version_register(
     *, artifact_dir: pathlib.Path, name: str | None = None, activate: bool = False
 ) -> ModelVersion:
@@ -60,7 +74,7 @@ def model_version_register(
             model_sha256=metadata["model_sha256"],
             architecture=metadata["architecture"],
             class_names=list(metadata["class_names"]),
-            metrics=metadata.get("metrics", {}),
+            metrics=_metrics_with_safeguards(metadata),
             data_fingerprint=metadata.get("data", {}).get("fingerprint", ""),
             threshold=settings.VITRINE_CONFIDENCE_THRESHOLD,
         )

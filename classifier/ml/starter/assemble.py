@@ -16,8 +16,8 @@ from classifier.ml.backbones.efficientnet_lite import (
     pretrained_efficientnet_lite,
     weights_origin,
 )
-from classifier.ml.formats import file_sha256
-from classifier.ml.ood import OOD_FILE, OodError, OodModel, save_ood
+from classifier.ml.formats import OOD_FILE, file_sha256
+from classifier.ml.ood import OodError, OodModel, save_ood
 from classifier.ml.starter import (
     ARCHITECTURE,
     BACKBONE_VARIANT,

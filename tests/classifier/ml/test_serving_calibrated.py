@@ -6,7 +6,8 @@ import pytest
 
 from classifier.ml.artifact import ArtifactError, file_sha256, save_artifact
 from classifier.ml.calibration import apply_temperature
-from classifier.ml.ood import OOD_FILE, fit_ood, save_ood
+from classifier.ml.formats import OOD_FILE
+from classifier.ml.ood import fit_ood, save_ood
 from classifier.ml.serving import Classifier
 
 SHAPE = (8, 8, 3)

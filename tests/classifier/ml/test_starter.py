@@ -8,7 +8,7 @@ import pytest
 from django.conf import settings
 
 from classifier.ml.backbones.efficientnet_lite import backbone_available
-from classifier.ml.ood import OOD_FILE
+from classifier.ml.formats import OOD_FILE
 from classifier.ml.preprocess import open_image
 from classifier.ml.serving import Classifier
 from classifier.ml.starter import (
