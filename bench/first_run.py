@@ -39,9 +39,8 @@ def main() -> None:
             for stage in ("installed", "model active", "serving"):
                 print(f"{stage:<14} {clone.timings.get(stage, float('nan')):.0f} s after the command started")
             print(next(line for line in clone.log().splitlines() if " is active: " in line))
-            print(
-                f"stopped        exit code {clone.stop()}, leftover processes: {len(processes_under(clone.path))}"
-            )
+            code = clone.stop()
+            print(f"stopped        exit code {code}, leftover processes: {len(processes_under(clone.path))}")
         finally:
             clone.kill_leftovers()
     metrics = read_starter_summary()["metrics"]
