@@ -60,6 +60,16 @@ class ProductSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class CategorySlugField(serializers.SlugRelatedField):
+    """An active category by its slug; text no slug can hold (a NUL byte) is "no such category" too."""
+
+    def to_internal_value(self, data: object) -> Category:
+        if isinstance(data, str) and "\x00" in data:
+            # PostgreSQL refuses NUL in any query: asking would be a server error, not an answer.
+            self.fail("does_not_exist", slug_name=self.slug_field, value=data.replace("\x00", "\u2400"))
+        return super().to_internal_value(data)
+
+
 @extend_schema_field(
     {
         "type": "string",
@@ -69,7 +79,7 @@ class ProductSerializer(serializers.ModelSerializer):
         ),
     }
 )
-class OptionalCategoryField(serializers.SlugRelatedField):
+class OptionalCategoryField(CategorySlugField):
     """A category slug in a form, where an empty value means none (as an HTML form sends it)."""
 
 
@@ -173,7 +183,7 @@ class ProductClassificationSerializer(serializers.ModelSerializer):
 
 
 class CategoryCorrectionSerializer(serializers.Serializer):
-    category = serializers.SlugRelatedField(
+    category = CategorySlugField(
         slug_field="slug",
         queryset=Category.objects.filter(is_active=True),
         error_messages={"does_not_exist": "No active category has the slug {value}."},

@@ -70,6 +70,8 @@ def record_prediction(model_version: ModelVersion) -> Callable[..., Product]:
         }
         if filed:
             fields |= {"category": suggested, "category_source": Product.CategorySource.PREDICTED}
+        else:
+            fields["review_reason"] = Product.ReviewReason.LOW_CONFIDENCE
         Product.objects.filter(pk=product.pk).update(**fields)
         product.refresh_from_db()
         return product

@@ -110,6 +110,13 @@ BAD_REQUESTS = [
         "No active category has the slug retired",
         id="retired category",
     ),
+    pytest.param(
+        "multipart",
+        {"category": "sh\x00irt"},
+        "category",
+        "No active category has the slug sh\u2400irt",
+        id="category with a NUL byte",
+    ),
     pytest.param("multipart", {"name": ""}, "name", "may not be blank", id="blank name"),
     pytest.param("multipart", {"sku": "S" * 65}, "sku", "no more than 64", id="SKU too long"),
     pytest.param("multipart", {"image": LEFT_OUT}, "image", "No file was submitted", id="no photo"),
@@ -209,6 +216,9 @@ def test_classification_details_show_the_suggestion_confidence_model_and_status(
         "category_source": "",
         "suggested_category": {"slug": "shirt", "name": "Shirt"},
         "confidence": 0.62,
+        "review_reason": "low_confidence",
+        "review_reason_text": "The model is not sure enough",
+        "unfamiliarity": None,
         "model_version": {"id": model_version.pk, "name": "vitrine_cnn-test"},
         "error": "",
         "reviewed_at": None,
@@ -242,9 +252,17 @@ def test_correcting_the_category_files_the_product_as_reviewed_by_that_person(
         ({"category": "retired"}, "application/json", "category", "No active category has the slug retired"),
         ({}, "application/json", "category", "This field is required."),
         ({"category": None}, "application/json", "category", "This field may not be null."),
+        ({"category": "a\x00b"}, "application/json", "category", "No active category has the slug a\u2400b"),
         ('{"category": ', "application/json", "detail", "JSON parse error"),
     ],
-    ids=["unknown category", "retired category", "no category", "null category", "malformed JSON"],
+    ids=[
+        "unknown category",
+        "retired category",
+        "no category",
+        "null category",
+        "NUL byte",
+        "malformed JSON",
+    ],
 )
 def test_a_bad_correction_is_a_400_and_changes_nothing(
     staff_client, make_product, category, body, content_type, field, message
