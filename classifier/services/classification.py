@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from catalog.models import Product
 from catalog.selectors import product_ids_waiting
-from catalog.services import product_classification_fail, product_file_from_prediction, products_mark_queued
+from catalog.services import product_file_from_prediction, products_mark_queued
 from classifier.models import ModelVersion, Prediction
 from classifier.services.dispatch import CLASSIFY_PRODUCTS, task_send
 from classifier.services.model_versions import model_version_threshold
@@ -85,11 +85,6 @@ def prediction_record(
         unfamiliarity=prediction.ood_score,
         unfamiliar=prediction.is_unfamiliar,
     )
-
-
-def classification_fail(*, product_id: int, error: str, image_sha256: str | None = None) -> Product:
-    """A photo that cannot be classified (missing, unreadable): the product is failed with the reason."""
-    return product_classification_fail(product_id=product_id, error=error, image_sha256=image_sha256)
 
 
 def products_sweep_stuck(*, older_than_s: int | None = None) -> int:

@@ -8,10 +8,10 @@ import logging
 from dataclasses import dataclass
 
 from catalog.models import Product
-from catalog.services import product_needs_classifying
+from catalog.services import product_classification_fail, product_needs_classifying
 from classifier.ml.preprocess import ImageError, open_image
 from classifier.services.bulk import bulk_job_chunk_finish, bulk_job_chunk_start, bulk_job_fail
-from classifier.services.classification import PhotoPrediction, classification_fail, prediction_record
+from classifier.services.classification import PhotoPrediction, prediction_record
 from classifier.workers import runtime
 
 logger = logging.getLogger(__name__)
@@ -66,7 +66,9 @@ def products_classify(*, product_ids: list[int], again: bool = False) -> BatchOu
             readable.append(product)
             images.append(image)
         else:
-            classification_fail(product_id=product.pk, error=problem, image_sha256=product.image_sha256)
+            product_classification_fail(
+                product_id=product.pk, error=problem, image_sha256=product.image_sha256
+            )
             failed += 1
     predictions = classifier.predict_images(images) if images else []
     for product, prediction in zip(readable, predictions, strict=True):

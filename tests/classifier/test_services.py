@@ -13,13 +13,12 @@ from django.urls import reverse
 from django.utils import timezone
 
 from catalog.models import Category, Product
-from catalog.services import product_create
+from catalog.services import product_classification_fail, product_create
 from classifier.models import ModelVersion, Prediction
 from classifier.selectors import model_version_active
 from classifier.services.classification import (
     PhotoPrediction,
     classification_enqueue,
-    classification_fail,
     prediction_record,
     products_sweep_stuck,
 )
@@ -279,14 +278,16 @@ def test_applying_the_same_prediction_twice_leaves_the_same_product(
 
 
 def test_a_failure_is_recorded_with_its_reason(product: Product) -> None:
-    failed = classification_fail(product_id=product.pk, error="oxford.png: truncated file")
+    failed = product_classification_fail(product_id=product.pk, error="oxford.png: truncated file")
 
     assert failed.status == Product.Status.FAILED
     assert failed.classification_error == "oxford.png: truncated file"
 
 
 def test_a_failure_for_a_replaced_photo_is_ignored(product: Product) -> None:
-    failed = classification_fail(product_id=product.pk, error="old photo unreadable", image_sha256="e" * 64)
+    failed = product_classification_fail(
+        product_id=product.pk, error="old photo unreadable", image_sha256="e" * 64
+    )
 
     assert failed.status == Product.Status.PENDING
     assert failed.classification_error == ""
