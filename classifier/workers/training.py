@@ -4,11 +4,10 @@ The run's rows are written through classifier.services.training; this module onl
 """
 
 import logging
-import threading
 import time
+from functools import partial
 
 from django.conf import settings
-from django.db import connections
 from django.utils import timezone
 
 from classifier.ml.datasets import load_labelled_files
@@ -22,6 +21,7 @@ from classifier.services.training import (
     training_run_succeed,
     training_set_collect,
 )
+from classifier.workers.periodic import Every
 
 logger = logging.getLogger(__name__)
 
@@ -29,36 +29,10 @@ logger = logging.getLogger(__name__)
 PROGRESS_INTERVAL_S = 1.0
 
 
-class _Heartbeat:
-    """While a run trains, a thread marks it alive now and then; a run silent for long is swept as failed."""
-
-    def __init__(self, *, run_id: int, interval_s: float) -> None:
-        self._run_id = run_id
-        self._interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._beat, name=f"training-run-{run_id}-heartbeat", daemon=True
-        )
-
-    def __enter__(self) -> "_Heartbeat":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _beat(self) -> None:
-        try:
-            while not self._stop.wait(self._interval_s):
-                TrainingRun.objects.filter(pk=self._run_id, status=TrainingRun.Status.RUNNING).update(
-                    heartbeat_at=timezone.now()
-                )
-        except Exception as error:  # A lost heartbeat only risks a late sweep; the training goes on.
-            logger.warning("training run %s: heartbeat stopped (%s)", self._run_id, error)
-        finally:
-            # This thread's own connection; nothing else would close it.
-            connections.close_all()
+def _heartbeat(run_id: int) -> None:
+    TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.RUNNING).update(
+        heartbeat_at=timezone.now()
+    )
 
 
 class _RunReporter:
@@ -140,7 +114,12 @@ def training_run_execute(*, run_id: int, worker: str = "") -> TrainingRun | None
         return None
     reporter = _RunReporter(run_id=run_id)
     try:
-        with _Heartbeat(run_id=run_id, interval_s=settings.VITRINE_TRAINING_HEARTBEAT_S):
+        # A run silent for long is swept as failed: while it trains, it says it is alive now and then.
+        with Every(
+            settings.VITRINE_TRAINING_HEARTBEAT_S,
+            partial(_heartbeat, run_id),
+            name=f"training run {run_id} heartbeat",
+        ):
             return _train(run, reporter)
     except TrainingCancelled:
         epoch = reporter.latest.get("epoch", 0)

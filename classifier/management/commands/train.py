@@ -5,13 +5,11 @@ python manage.py train --from-catalog [--arch A] [--epochs N] [--image-size S] [
 import os
 import pathlib
 import socket
-import threading
 import time
 from collections.abc import Callable
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import connections
 from django.urls import reverse
 
 from classifier.ml.architectures import ARCHITECTURES, DEFAULT_ARCH, ArchitectureError, recipe_for
@@ -21,6 +19,7 @@ from classifier.ml.serving import configure_tensorflow
 from classifier.ml.train import TrainingError, format_progress, train
 from classifier.models import TrainingRun
 from classifier.services.training import TrainingRunError, training_recipe_default, training_run_create
+from classifier.workers.periodic import Every
 from classifier.workers.training import training_run_execute
 
 DATASET_DEFAULT_IMAGE_SIZE = 96
@@ -164,12 +163,15 @@ class Command(BaseCommand):
             return
         self.stdout.write(f"training run {run.pk} ({recipe_words}), training here")
         self.stdout.write(configure_tensorflow())
-        with _ProgressPrinter(run_id=run.pk, write=self.stdout.write):
+        printer = _ProgressPrinter(run_id=run.pk, write=self.stdout.write)
+        with Every(PROGRESS_POLL_S, printer.print_new, name=f"training run {run.pk} progress"):
             # The run was also sent to the training queue; whichever process claims it first trains it.
             worker = f"manage.py train@{socket.gethostname()} pid {os.getpid()}"
             if training_run_execute(run_id=run.pk, worker=worker) is None:
                 self.stdout.write(f"a training worker took run {run.pk} first; following it ({admin_url})")
                 _wait_until_ended(run_id=run.pk)
+        # The last epoch may end between two polls; the finished run keeps it.
+        printer.print_new()
         self._report(TrainingRun.objects.select_related("model_version").get(pk=run.pk))
 
     def _report(self, run: TrainingRun) -> None:
@@ -196,36 +198,14 @@ def _wait_until_ended(*, run_id: int) -> None:
 
 
 class _ProgressPrinter:
-    """A thread that prints each new epoch the run reports while it trains in this process's main thread."""
+    """Prints each new epoch the run reports while it trains in this process's main thread."""
 
     def __init__(self, *, run_id: int, write: Callable[[str], object]) -> None:
         self._run_id = run_id
         self._write = write
-        self._stop = threading.Event()
         self._printed: tuple | None = None
-        self._thread = threading.Thread(
-            target=self._follow, name=f"training-run-{run_id}-progress", daemon=True
-        )
 
-    def __enter__(self) -> "_ProgressPrinter":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-        # The last epoch may end between two polls; the finished run keeps it.
-        self._print_new()
-
-    def _follow(self) -> None:
-        try:
-            while not self._stop.wait(PROGRESS_POLL_S):
-                self._print_new()
-        finally:
-            # This thread's own connection; nothing else would close it.
-            connections.close_all()
-
-    def _print_new(self) -> None:
+    def print_new(self) -> None:
         progress = TrainingRun.objects.filter(pk=self._run_id).values_list("progress", flat=True).first()
         if not progress or "loss" not in progress and progress.get("stage") != "features":
             return
