@@ -59,8 +59,18 @@ class ProductImageInline(admin.TabularInline):
         return _image_tag(obj.image, size=64)
 
 
+class ConfidenceColumn:
+    """The prediction's confidence as a percentage, for the product lists."""
+
+    @admin.display(description="Confidence", ordering="confidence")
+    def confidence_percent(self, obj: Product) -> str:
+        if obj.confidence is None:
+            return self.get_empty_value_display()
+        return f"{obj.confidence:.1%}"
+
+
 @admin.register(Product)
-class ProductAdmin(admin.ModelAdmin):
+class ProductAdmin(ConfidenceColumn, admin.ModelAdmin):
     form = ProductAdminForm
     inlines = [ProductImageInline]
     list_display = (
@@ -129,12 +139,6 @@ class ProductAdmin(admin.ModelAdmin):
     def image_preview(self, obj: Product) -> str:
         return _image_tag(obj.image, size=240)
 
-    @admin.display(description="Confidence", ordering="confidence")
-    def confidence_percent(self, obj: Product) -> str:
-        if obj.confidence is None:
-            return self.get_empty_value_display()
-        return f"{obj.confidence:.1%}"
-
     def save_model(self, request: HttpRequest, obj: Product, form: ProductAdminForm, change: bool) -> None:
         data = form.cleaned_data
         if change:
@@ -156,7 +160,7 @@ class ProductAdmin(admin.ModelAdmin):
 
 
 @admin.register(ReviewQueueItem)
-class ReviewQueueAdmin(admin.ModelAdmin):
+class ReviewQueueAdmin(ConfidenceColumn, admin.ModelAdmin):
     """Products the model was not sure about, the least sure first: accept, correct, or bulk-accept."""
 
     list_display_links = None
@@ -220,12 +224,6 @@ class ReviewQueueAdmin(admin.ModelAdmin):
         if not obj.suggested_category.is_active:
             return format_html("{} <small>(retired)</small>", obj.suggested_category.name)
         return obj.suggested_category.name
-
-    @admin.display(description="Confidence", ordering="confidence")
-    def confidence_percent(self, obj: Product) -> str:
-        if obj.confidence is None:
-            return self.get_empty_value_display()
-        return f"{obj.confidence:.1%}"
 
     @admin.display(description="Why it waits", ordering="review_reason")
     def reason(self, obj: Product) -> str:
