@@ -14,8 +14,8 @@ import pytest
 from django.conf import settings
 from PIL import Image
 
+from classifier.ml.builtin_classes import FASHION_MNIST_CLASSES
 from classifier.ml.datasets import (
-    FASHION_MNIST_CLASSES,
     KERAS_CACHE_FILES,
     DatasetError,
     load_dataset,
