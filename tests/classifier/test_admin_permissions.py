@@ -236,9 +236,8 @@ def scenario(name: str, make_upload) -> tuple[Send, Effect]:
     if name == "classify_again":
         item = product(make_upload)
         Product.objects.filter(pk=item.pk).update(status=Product.Status.FAILED, classification_error="boom")
-        return action(
-            "catalog.product", "classify_again", [item.pk]
-        ), lambda _: Product.objects.get(pk=item.pk).status == Product.Status.PENDING
+        send = action("catalog.product", "classify_again", [item.pk])
+        return send, lambda _: Product.objects.get(pk=item.pk).status == Product.Status.PENDING
     if name == "bulk_selected":
         version("v1", active=True)
         item = product(make_upload)
@@ -286,9 +285,8 @@ def scenario(name: str, make_upload) -> tuple[Send, Effect]:
     if name == "roll_back":
         first = version("v1", active=True)
         version("v2", active=True)
-        return post(
-            "classifier_modelversion_roll_back"
-        ), lambda _: ModelVersion.objects.get(pk=first.pk).is_active
+        send = post("classifier_modelversion_roll_back")
+        return send, lambda _: ModelVersion.objects.get(pk=first.pk).is_active
     if name == "compare":
         ids = [version("v1").pk, version("v2").pk]
         compare_url = f"{reverse('admin:classifier_modelversion_compare')}?versions={ids[0]},{ids[1]}"
@@ -316,17 +314,15 @@ def scenario(name: str, make_upload) -> tuple[Send, Effect]:
         if name == "delete_run":
             send = action("classifier.trainingrun", "delete_selected", [run.pk], post="yes")
             return send, lambda _: not TrainingRun.objects.exists()
-        return post(
-            "classifier_trainingrun_cancel", run.pk
-        ), lambda _: TrainingRun.objects.get(pk=run.pk).status == TrainingRun.Status.CANCELLED
+        send = post("classifier_trainingrun_cancel", run.pk)
+        return send, lambda _: TrainingRun.objects.get(pk=run.pk).status == TrainingRun.Status.CANCELLED
     if name == "delete_job":
         job = BulkJob.objects.create(status=BulkJob.Status.SUCCEEDED, total=1, done=1)
         send = action("classifier.bulkjob", "delete_selected", [job.pk], post="yes")
         return send, lambda _: not BulkJob.objects.exists()
     if name == "retrain":
-        return post(
-            "classifier_trainingrun_retrain", use_defaults="1"
-        ), lambda _: TrainingRun.objects.exists()
+        send = post("classifier_trainingrun_retrain", use_defaults="1")
+        return send, lambda _: TrainingRun.objects.exists()
     if name == "start_all":
         version("v1", active=True)
         product(make_upload)
