@@ -19,7 +19,7 @@ ROLE_PERMISSIONS = {
 }
 
 
-def roles_grant(apps, schema_editor, *, app_label: str, role_permissions: dict[str, list[str]]) -> None:
+def roles_grant(apps, *, app_label: str, role_permissions: dict[str, list[str]]) -> None:
     """Creates the groups if missing and adds the app's permissions to them (both steps idempotent)."""
     # Django makes permissions after the last migration (post_migrate); the groups need this app's now.
     app_config = apps.get_app_config(app_label)
@@ -39,7 +39,7 @@ def roles_grant(apps, schema_editor, *, app_label: str, role_permissions: dict[s
 
 
 def catalog_roles_grant(apps, schema_editor) -> None:
-    roles_grant(apps, schema_editor, app_label="catalog", role_permissions=ROLE_PERMISSIONS)
+    roles_grant(apps, app_label="catalog", role_permissions=ROLE_PERMISSIONS)
 
 
 def catalog_roles_remove(apps, schema_editor) -> None:

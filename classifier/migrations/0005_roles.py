@@ -23,7 +23,7 @@ ROLE_PERMISSIONS = {
 
 
 def classifier_roles_grant(apps, schema_editor) -> None:
-    roles_grant(apps, schema_editor, app_label="classifier", role_permissions=ROLE_PERMISSIONS)
+    roles_grant(apps, app_label="classifier", role_permissions=ROLE_PERMISSIONS)
 
 
 def classifier_roles_remove(apps, schema_editor) -> None:
