@@ -153,7 +153,7 @@ class ProductAdmin(ConfidenceColumn, admin.ModelAdmin):
         obj.refresh_from_db()
         obj._state.adding = False
 
-    @admin.action(description="Classify the selected products again")
+    @admin.action(description="Classify the selected products again", permissions=["change"])
     def classify_again(self, request: HttpRequest, queryset: QuerySet[Product]) -> None:
         count = products_classify_again(products=queryset)
         self.message_user(request, f"{count} product(s) queued for classification.", messages.SUCCESS)
@@ -174,6 +174,9 @@ class ReviewQueueAdmin(ConfidenceColumn, admin.ModelAdmin):
         return products_needing_review().order_by("confidence", "status_changed_at", "pk")
 
     def get_list_display(self, request: HttpRequest) -> tuple:
+        columns = ("thumbnail", "product", "suggestion", "confidence_percent", "reason")
+        if not self.has_change_permission(request):
+            return columns
         # Read once per page, not once per row; a closure keeps it out of the shared admin instance.
         categories = list(Category.objects.filter(is_active=True).only("pk", "name"))
 
@@ -181,10 +184,14 @@ class ReviewQueueAdmin(ConfidenceColumn, admin.ModelAdmin):
         def decision(obj: Product) -> str:
             return self._decision_controls(obj, categories)
 
-        return ("thumbnail", "product", "suggestion", "confidence_percent", "reason", decision)
+        return (*columns, decision)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Product | None = None) -> bool:
+        # Deciding files the product, so it takes the product's own change permission.
+        return request.user.has_perm("catalog.change_product")
 
     def has_delete_permission(self, request: HttpRequest, obj: Product | None = None) -> bool:
         return False

@@ -1,12 +1,12 @@
-"""The classifier's part of the REST API: the trained model versions with their metrics (staff)."""
+"""The classifier's part of the REST API: the trained model versions with their metrics."""
 
 from django.db.models import QuerySet
 from django.urls import path
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import generics, serializers
-from rest_framework.permissions import IsAdminUser
 
 from catalog.api.pagination import CatalogPagination
+from catalog.api.permissions import ModelPermissionsForReads
 from catalog.api.schema import error_responses
 from classifier.models import ModelVersion
 
@@ -33,12 +33,13 @@ class ModelVersionSerializer(serializers.ModelSerializer):
 
 @extend_schema_view(
     get=extend_schema(
-        summary="Trained model versions with their metrics (staff)",
+        summary="Trained model versions with their metrics",
+        description="Needs `classifier.view_modelversion`.",
         responses={200: ModelVersionSerializer(many=True), **error_responses(400, 401, 403)},
     )
 )
 class ModelVersionListView(generics.ListAPIView):
-    permission_classes = [IsAdminUser]
+    permission_classes = [ModelPermissionsForReads]
     pagination_class = CatalogPagination
     serializer_class = ModelVersionSerializer
 

@@ -6,7 +6,7 @@ from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
 from rest_framework.permissions import SAFE_METHODS
 
-from catalog.api.permissions import IsStaffOrReadOnly
+from catalog.api.permissions import StorefrontReadsOpen
 
 
 class ErrorDetailSerializer(serializers.Serializer):
@@ -37,7 +37,7 @@ class FieldErrorsExtension(OpenApiSerializerExtension):
 ERROR_DESCRIPTIONS = {
     400: "Invalid input: messages by field name. Nothing was stored.",
     401: "No valid credentials (send `Authorization: Token <key>`).",
-    403: "Signed in, but not staff.",
+    403: "Signed in, but without the permission this operation needs.",
     404: "No such product visible to you.",
     415: "Request body in a content type this operation does not accept.",
     429: "Too many requests from this anonymous client; retry after the time in `Retry-After`.",
@@ -56,12 +56,12 @@ def error_responses(*status_codes: int) -> dict[int, OpenApiResponse]:
 
 
 class CatalogAutoSchema(AutoSchema):
-    """drf-spectacular's AutoSchema, told that IsStaffOrReadOnly lets anonymous clients read."""
+    """drf-spectacular's AutoSchema, told that StorefrontReadsOpen lets anonymous clients read."""
 
     def get_auth(self) -> list[dict]:
         auths = super().get_auth()
         anonymous_read = self.method in SAFE_METHODS and any(
-            isinstance(permission, IsStaffOrReadOnly) for permission in self.view.get_permissions()
+            isinstance(permission, StorefrontReadsOpen) for permission in self.view.get_permissions()
         )
         if anonymous_read and {} not in auths:
             auths.append({})

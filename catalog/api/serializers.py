@@ -115,7 +115,7 @@ class ProductCreatedSerializer(ProductSerializer):
     classification_url = serializers.HyperlinkedIdentityField(
         view_name=PRODUCT_CLASSIFICATION_VIEW,
         lookup_url_kwarg="id_or_slug",
-        help_text="Poll this URL (staff) for the category the classifier suggests.",
+        help_text="Poll this URL (needs `catalog.view_product`) for the category the classifier suggests.",
     )
 
     class Meta(ProductSerializer.Meta):
@@ -131,7 +131,7 @@ class ModelVersionSummarySerializer(serializers.Serializer):
 
 
 class ProductClassificationSerializer(serializers.ModelSerializer):
-    """Where a product stands with the classifier, for staff."""
+    """Where a product stands with the classifier, for callers who may view products."""
 
     product_id = serializers.IntegerField(source="id", read_only=True)
     category = CategorySummarySerializer(read_only=True, allow_null=True)

@@ -11,13 +11,16 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import NotFound
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
-from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from catalog.api.filters import ProductFilter, ProductNameSearchFilter, StableOrderingFilter
 from catalog.api.pagination import CatalogPagination
-from catalog.api.permissions import IsStaffOrReadOnly
+from catalog.api.permissions import (
+    ClassifyAgainPermission,
+    ModelPermissionsForReads,
+    StorefrontReadsOpen,
+)
 from catalog.api.schema import error_responses
 from catalog.api.serializers import (
     CategoryCorrectionSerializer,
@@ -81,14 +84,17 @@ def field_errors(error: DjangoValidationError) -> serializers.ValidationError:
         responses={200: ProductSerializer(many=True), **error_responses(400, 401, 429)},
     ),
     post=extend_schema(
-        summary="Create a product with its photo (staff)",
-        description="The photo is classified in the background; poll `classification_url` for the result.",
+        summary="Create a product with its photo",
+        description=(
+            "Needs `catalog.add_product`. The photo is classified in the background; "
+            "poll `classification_url` for the result."
+        ),
         request={"multipart/form-data": ProductCreateSerializer},
         responses={201: ProductCreatedSerializer, **error_responses(400, 401, 403, 415)},
     ),
 )
 class ProductListCreateView(generics.ListCreateAPIView):
-    permission_classes = [IsStaffOrReadOnly]
+    permission_classes = [StorefrontReadsOpen]
     pagination_class = CatalogPagination
     # JSON is parsed too, so a JSON body gets "image: not a file" instead of a bare 415.
     parser_classes = [MultiPartParser, FormParser, JSONParser]
@@ -121,18 +127,20 @@ class ProductListCreateView(generics.ListCreateAPIView):
 @extend_schema_view(
     get=extend_schema(
         summary="A product by id or slug",
-        description="Anyone sees published products; staff also see unpublished ones.",
+        description=(
+            "Anyone sees published products; callers with `catalog.view_product` also unpublished ones."
+        ),
         parameters=[ID_OR_SLUG_PARAMETER],
         responses={200: ProductSerializer, **error_responses(401, 404, 429)},
     )
 )
 class ProductDetailView(generics.RetrieveAPIView):
-    permission_classes = [IsStaffOrReadOnly]
+    permission_classes = [StorefrontReadsOpen]
     pagination_class = None
     serializer_class = ProductSerializer
 
     def get_queryset(self) -> QuerySet[Product]:
-        return storefront_products(include_unpublished=self.request.user.is_staff)
+        return storefront_products(include_unpublished=self.request.user.has_perm("catalog.view_product"))
 
     def get_object(self) -> Product:
         product = product_for_id_or_slug(products=self.get_queryset(), id_or_slug=self.kwargs["id_or_slug"])
@@ -146,20 +154,24 @@ def classification_products() -> QuerySet[Product]:
 
 @extend_schema_view(
     get=extend_schema(
-        summary="A product's classification (staff)",
+        summary="A product's classification",
+        description="Needs `catalog.view_product`.",
         parameters=[ID_OR_SLUG_PARAMETER],
         responses={200: ProductClassificationSerializer, **error_responses(401, 403, 404)},
     ),
     patch=extend_schema(
-        summary="Correct a product's category (staff)",
-        description="A person's category: the product counts as reviewed and no prediction replaces it.",
+        summary="Correct a product's category",
+        description=(
+            "Needs `catalog.change_product`. A person's category: the product counts as reviewed and no "
+            "prediction replaces it."
+        ),
         parameters=[ID_OR_SLUG_PARAMETER],
         request=CategoryCorrectionSerializer,
         responses={200: ProductClassificationSerializer, **error_responses(400, 401, 403, 404, 415)},
     ),
 )
 class ProductClassificationView(generics.GenericAPIView):
-    permission_classes = [IsAdminUser]
+    permission_classes = [ModelPermissionsForReads]
     pagination_class = None
     parser_classes = [JSONParser, FormParser, MultiPartParser]
     serializer_class = ProductClassificationSerializer
@@ -190,15 +202,18 @@ class ProductClassificationView(generics.GenericAPIView):
 
 @extend_schema_view(
     post=extend_schema(
-        summary="Classify a product again (staff)",
-        description="Queues the photo for the active model; a category set by a person stays.",
+        summary="Classify a product again",
+        description=(
+            "Needs `catalog.change_product`. Queues the photo for the active model; a category set by a "
+            "person stays."
+        ),
         parameters=[ID_OR_SLUG_PARAMETER],
         request=None,
         responses={202: ProductClassificationSerializer, **error_responses(401, 403, 404)},
     )
 )
 class ProductReclassifyView(generics.GenericAPIView):
-    permission_classes = [IsAdminUser]
+    permission_classes = [ClassifyAgainPermission]
     pagination_class = None
     serializer_class = ProductClassificationSerializer
 
@@ -220,7 +235,7 @@ class ProductReclassifyView(generics.GenericAPIView):
     )
 )
 class CategoryListView(generics.ListAPIView):
-    permission_classes = [IsStaffOrReadOnly]
+    permission_classes = [StorefrontReadsOpen]
     pagination_class = CatalogPagination
     serializer_class = CategorySerializer
 

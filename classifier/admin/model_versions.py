@@ -128,7 +128,10 @@ class ModelVersionAdmin(admin.ModelAdmin):
         if not self.has_change_permission(request):
             raise PermissionDenied
 
-    @admin.action(description="Activate the selected model version (workers switch at their next product)")
+    @admin.action(
+        description="Activate the selected model version (workers switch at their next product)",
+        permissions=["change"],
+    )
     def activate(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
         if queryset.count() != 1:
             self.message_user(request, "Select exactly one model version to activate.", messages.ERROR)
@@ -174,7 +177,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
         content_type = mimetypes.guess_type(file_path.name)[0] or "application/octet-stream"
         return FileResponse(file_path.open("rb"), content_type=content_type)
 
-    @admin.action(description="Compare the two selected versions")
+    @admin.action(description="Compare the two selected versions", permissions=["view"])
     def compare_versions(
         self, request: HttpRequest, queryset: QuerySet[ModelVersion]
     ) -> HttpResponseRedirect | None:

@@ -19,7 +19,13 @@ admin.site.unregister(Product)
 class ClassifiedProductAdmin(ProductAdmin):
     actions = [*ProductAdmin.actions, "reclassify_in_background"]
 
-    @admin.action(description="Re-classify the selected products with the active model (background job)")
+    def has_bulk_job_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("classifier.add_bulkjob")
+
+    @admin.action(
+        description="Re-classify the selected products with the active model (background job)",
+        permissions=["bulk_job"],
+    )
     def reclassify_in_background(
         self, request: HttpRequest, queryset: QuerySet[Product]
     ) -> HttpResponseRedirect | None:

@@ -206,7 +206,8 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "vitrine API",
     "DESCRIPTION": (
         "The shop catalog: published products and their categories for anyone; "
-        "uploads, category corrections and classification details for staff (token or session)."
+        "uploads, category corrections and classification details for callers with the model permission "
+        "each operation names (token or session)."
     ),
     "VERSION": "1.0.0",
     # The schema describes the catalog API, not the endpoint that serves it.
