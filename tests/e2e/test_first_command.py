@@ -15,7 +15,9 @@ pytestmark = [pytest.mark.worker, pytest.mark.slow]
 
 NON_PRODUCT_DIR = pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "non_product"
 # Five kinds of product, two photos each: the first two of each folder (by name) of clothing-small/validation.
-CATEGORIES = ("dress", "pants", "shoes", "t-shirt", "hat")
+# Not t-shirt: its first photo, a cropped half-sleeve top, is one of the starter's 2.7 % wrong automatic
+# filings (as longsleeve, confidence 0.88); the README reports that precision, this test the install.
+CATEGORIES = ("dress", "hat", "pants", "shoes", "shorts")
 PHOTOS_PER_CATEGORY = 2
 # What a shop's staff might upload by mistake (tests/fixtures/non_product, licences in LICENSES.md).
 NOT_PRODUCTS = ("cat", "rocket", "coffee", "text", "checkerboard", "screenshot")
