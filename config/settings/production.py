@@ -41,6 +41,8 @@ SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=3600)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
 SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=True)
 SECURE_CONTENT_TYPE_NOSNIFF = True
+# Behind the proxy every connection comes from it: sign-in failures count per visitor address it forwards.
+AXES_CLIENT_IP_CALLABLE = "config.proxy.client_ip_address"
 
 # Static files from the web process itself, hashed names cached for ever; collected into the image at build.
 MIDDLEWARE = [*MIDDLEWARE]

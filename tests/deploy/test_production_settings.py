@@ -19,7 +19,10 @@ PRINT_SETTINGS = (
     "'max_upload': s.VITRINE_MAX_UPLOAD_BYTES, 'threshold': s.VITRINE_CONFIDENCE_THRESHOLD, "
     "'queues': [s.VITRINE_INFERENCE_QUEUE, s.VITRINE_TRAINING_QUEUE], 'broker': s.CELERY_BROKER_URL, "
     "'visibility': s.CELERY_BROKER_TRANSPORT_OPTIONS.get('visibility_timeout'), "
-    "'hijack': s.CELERY_WORKER_HIJACK_ROOT_LOGGER}))"
+    "'hijack': s.CELERY_WORKER_HIJACK_ROOT_LOGGER, "
+    "'login_limit': s.AXES_FAILURE_LIMIT, 'login_cooloff_s': s.AXES_COOLOFF_TIME.total_seconds(), "
+    "'login_handler': s.AXES_HANDLER, 'login_backends': s.AUTHENTICATION_BACKENDS, "
+    "'login_address': s.AXES_CLIENT_IP_CALLABLE}))"
 )
 
 
@@ -80,6 +83,8 @@ def test_production_settings_come_from_the_environment() -> None:
         VITRINE_CONFIDENCE_THRESHOLD="0.9",
         VITRINE_INFERENCE_QUEUE="shop-inference",
         VITRINE_TRAINING_QUEUE="shop-training",
+        AXES_FAILURE_LIMIT="8",
+        AXES_COOLOFF_MINUTES="30",
     )
 
     result = python(PRINT_SETTINGS, env=environment)
@@ -103,6 +108,12 @@ def test_production_settings_come_from_the_environment() -> None:
     assert settings["broker"] == environment["CELERY_BROKER_URL"]
     assert settings["visibility"] == 7200
     assert settings["hijack"] is False
+    assert settings["login_limit"] == 8
+    assert settings["login_cooloff_s"] == 30 * 60
+    assert settings["login_handler"] == "axes.handlers.database.AxesDatabaseHandler"
+    assert settings["login_backends"][0] == "axes.backends.AxesStandaloneBackend"
+    assert "axes.middleware.AxesMiddleware" in middleware
+    assert settings["login_address"] == "config.proxy.client_ip_address"
 
 
 def test_production_logs_one_json_object_per_line_and_plain_on_request() -> None:
