@@ -4,6 +4,8 @@ Required: DJANGO_SECRET_KEY, DJANGO_ALLOWED_HOSTS, DATABASE_URL, CELERY_BROKER_U
 terminates TLS and sets X-Forwarded-Proto (the compose file's Caddy does). Every setting: .env.example.
 """
 
+from urllib.parse import urlsplit
+
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
@@ -28,6 +30,28 @@ CELERY_BROKER_URL = env("CELERY_BROKER_URL")
 CELERY_BROKER_TRANSPORT_OPTIONS = celery_broker_transport_options(
     broker_url=CELERY_BROKER_URL, visibility_timeout_s=env.int("CELERY_VISIBILITY_TIMEOUT", default=7200)
 )
+
+
+def redis_cache_url_beside(*, broker_url: str) -> str:
+    """The broker's Redis server, the next database (0 -> 1, 15 -> 0): cached keys never mix with queues."""
+    parts = urlsplit(broker_url)
+    if parts.scheme not in ("redis", "rediss"):
+        raise ImproperlyConfigured("REDIS_CACHE_URL is empty and CELERY_BROKER_URL is not Redis; set it")
+    database = int(parts.path.strip("/") or 0)
+    return parts._replace(path=f"/{(database + 1) % 16}").geturl()
+
+
+# One cache for every gunicorn process and container: the API's throttles count there, so the anonymous
+# rate is VITRINE_API_ANON_RATE in all, not that much per process.
+REDIS_CACHE_URL = env("REDIS_CACHE_URL", default="") or redis_cache_url_beside(broker_url=CELERY_BROKER_URL)
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_CACHE_URL,
+        # A Redis that does not answer fails the request within a second instead of holding a web process.
+        "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+    }
+}
 
 # HTTPS: the proxy says which scheme the visitor used; everything else is redirected there.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
