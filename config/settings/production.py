@@ -4,6 +4,8 @@ Required: DJANGO_SECRET_KEY, DJANGO_ALLOWED_HOSTS, DATABASE_URL, CELERY_BROKER_U
 terminates TLS and sets X-Forwarded-Proto (the compose file's Caddy does). Every setting: .env.example.
 """
 
+from urllib.parse import urlsplit
+
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
@@ -29,6 +31,28 @@ CELERY_BROKER_TRANSPORT_OPTIONS = celery_broker_transport_options(
     broker_url=CELERY_BROKER_URL, visibility_timeout_s=env.int("CELERY_VISIBILITY_TIMEOUT", default=7200)
 )
 
+
+def redis_cache_url_beside(*, broker_url: str) -> str:
+    """The broker's Redis server, the next database (0 -> 1, 15 -> 0): cached keys never mix with queues."""
+    parts = urlsplit(broker_url)
+    if parts.scheme not in ("redis", "rediss"):
+        raise ImproperlyConfigured("REDIS_CACHE_URL is empty and CELERY_BROKER_URL is not Redis; set it")
+    database = int(parts.path.strip("/") or 0)
+    return parts._replace(path=f"/{(database + 1) % 16}").geturl()
+
+
+# One cache for every gunicorn process and container: the API's throttles count there, so the anonymous
+# rate is VITRINE_API_ANON_RATE in all, not that much per process.
+REDIS_CACHE_URL = env("REDIS_CACHE_URL", default="") or redis_cache_url_beside(broker_url=CELERY_BROKER_URL)
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_CACHE_URL,
+        # A Redis that does not answer fails the request within a second instead of holding a web process.
+        "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+    }
+}
+
 # HTTPS: the proxy says which scheme the visitor used; everything else is redirected there.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
@@ -41,6 +65,8 @@ SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=3600)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
 SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=True)
 SECURE_CONTENT_TYPE_NOSNIFF = True
+# Behind the proxy every connection comes from it: sign-in failures count per visitor address it forwards.
+AXES_CLIENT_IP_CALLABLE = "config.proxy.client_ip_address"
 
 # Static files from the web process itself, hashed names cached for ever; collected into the image at build.
 MIDDLEWARE = [*MIDDLEWARE]

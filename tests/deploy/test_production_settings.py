@@ -2,6 +2,7 @@
 
 import json
 import pathlib
+import secrets
 import subprocess
 import sys
 
@@ -19,7 +20,10 @@ PRINT_SETTINGS = (
     "'max_upload': s.VITRINE_MAX_UPLOAD_BYTES, 'threshold': s.VITRINE_CONFIDENCE_THRESHOLD, "
     "'queues': [s.VITRINE_INFERENCE_QUEUE, s.VITRINE_TRAINING_QUEUE], 'broker': s.CELERY_BROKER_URL, "
     "'visibility': s.CELERY_BROKER_TRANSPORT_OPTIONS.get('visibility_timeout'), "
-    "'hijack': s.CELERY_WORKER_HIJACK_ROOT_LOGGER}))"
+    "'hijack': s.CELERY_WORKER_HIJACK_ROOT_LOGGER, 'cache': s.CACHES['default'], "
+    "'login_limit': s.AXES_FAILURE_LIMIT, 'login_cooloff_s': s.AXES_COOLOFF_TIME.total_seconds(), "
+    "'login_handler': s.AXES_HANDLER, 'login_backends': s.AUTHENTICATION_BACKENDS, "
+    "'login_address': s.AXES_CLIENT_IP_CALLABLE}))"
 )
 
 
@@ -80,6 +84,8 @@ def test_production_settings_come_from_the_environment() -> None:
         VITRINE_CONFIDENCE_THRESHOLD="0.9",
         VITRINE_INFERENCE_QUEUE="shop-inference",
         VITRINE_TRAINING_QUEUE="shop-training",
+        AXES_FAILURE_LIMIT="8",
+        AXES_COOLOFF_MINUTES="30",
     )
 
     result = python(PRINT_SETTINGS, env=environment)
@@ -103,6 +109,81 @@ def test_production_settings_come_from_the_environment() -> None:
     assert settings["broker"] == environment["CELERY_BROKER_URL"]
     assert settings["visibility"] == 7200
     assert settings["hijack"] is False
+    assert settings["login_limit"] == 8
+    assert settings["login_cooloff_s"] == 30 * 60
+    assert settings["login_handler"] == "axes.handlers.database.AxesDatabaseHandler"
+    assert settings["login_backends"][0] == "axes.backends.AxesStandaloneBackend"
+    assert "axes.middleware.AxesMiddleware" in middleware
+    assert settings["login_address"] == "config.proxy.client_ip_address"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "cache_url"),
+    [
+        ({"CELERY_BROKER_URL": "redis://redis:6379/0"}, "redis://redis:6379/1"),
+        (
+            {"CELERY_BROKER_URL": "rediss://:pw@cache.example.com:6380/3"},
+            "rediss://:pw@cache.example.com:6380/4",
+        ),
+        ({"CELERY_BROKER_URL": "redis://redis:6379"}, "redis://redis:6379/1"),
+        (
+            {
+                "CELERY_BROKER_URL": "redis://redis:6379/0",
+                "REDIS_CACHE_URL": "redis://cache.example.com:6379/2",
+            },
+            "redis://cache.example.com:6379/2",
+        ),
+        (
+            {
+                "CELERY_BROKER_URL": "amqp://mq.example.com//",
+                "REDIS_CACHE_URL": "redis://cache.example.com/0",
+            },
+            "redis://cache.example.com/0",
+        ),
+    ],
+)
+def test_production_shares_one_redis_cache_beside_the_broker_unless_told_another(
+    overrides: dict[str, str], cache_url: str
+) -> None:
+    result = python(PRINT_SETTINGS, env=production_environment(**overrides))
+
+    assert result.returncode == 0, result.stderr
+    cache = json.loads(result.stdout)["cache"]
+    assert cache["BACKEND"] == "django.core.cache.backends.redis.RedisCache"
+    assert cache["LOCATION"] == cache_url
+
+
+def test_production_refuses_a_broker_that_is_not_redis_without_a_cache_url() -> None:
+    result = manage("check", env=production_environment(CELERY_BROKER_URL="amqp://mq.example.com//"))
+
+    assert result.returncode != 0
+    assert "REDIS_CACHE_URL is empty and CELERY_BROKER_URL is not Redis; set it" in result.stderr
+
+
+def test_anonymous_api_throttle_counts_are_shared_by_every_production_process() -> None:
+    """Three processes, as three gunicorn workers would be, allow 2 requests a minute between them."""
+    visitor = f"198.51.100.{secrets.randbelow(250) + 1}"
+    ask = (
+        "import django; django.setup(); from django.test import RequestFactory; "
+        "from django.contrib.auth.models import AnonymousUser; "
+        "from catalog.api.throttling import AnonymousClientThrottle; "
+        f"request = RequestFactory().get('/api/v1/products/', REMOTE_ADDR='{visitor}'); "
+        "request.user = AnonymousUser(); "
+        "print(AnonymousClientThrottle().allow_request(request, None))"
+    )
+    environment = production_environment(
+        VITRINE_API_ANON_RATE="2/min",
+        # The tests' Redis database; a random visitor address keeps runs apart.
+        REDIS_CACHE_URL=production_environment()["CELERY_BROKER_URL"],
+    )
+
+    answers = []
+    for _ in range(3):
+        result = python(ask, env=environment)
+        assert result.returncode == 0, result.stderr
+        answers.append(result.stdout.strip())
+
+    assert answers == ["True", "True", "False"]
 
 
 def test_production_logs_one_json_object_per_line_and_plain_on_request() -> None:
