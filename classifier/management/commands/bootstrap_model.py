@@ -78,7 +78,7 @@ class Command(BaseCommand):
         took = time.monotonic() - started
         self.stdout.write(
             f"Model version {model_version.name} is active: {self._figures(model_version)}. "
-            f"Ready in {format_duration(took)} ({took:.0f} s) on {device}; {cpu_flags_line()}."
+            f"Ready in {format_duration(took)} on {device}; {cpu_flags_line()}."
         )
 
     def _starter(self, *, starter_dir: pathlib.Path | None, stamp: str) -> ModelVersion:
