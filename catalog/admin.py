@@ -17,6 +17,7 @@ from catalog.selectors import category_list_with_product_count, products_needing
 from catalog.services import (
     PRODUCT_EDITABLE_FIELDS,
     CategoryMergeError,
+    ProductSkuTaken,
     ReviewError,
     categories_merge,
     categories_reactivate,
@@ -134,6 +135,15 @@ class ProductAdmin(ConfidenceColumn, admin.ModelAdmin):
     @admin.display(description="Photo")
     def thumbnail(self, obj: Product) -> str:
         return _image_tag(obj.image, size=48)
+
+    def changeform_view(
+        self, request: HttpRequest, object_id: str | None = None, form_url: str = "", extra_context=None
+    ) -> HttpResponse:
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except ProductSkuTaken:
+            # Another save took the SKU after this form was checked; checked again, the form says so.
+            return super().changeform_view(request, object_id, form_url, extra_context)
 
     @admin.display(description="Current image")
     def image_preview(self, obj: Product) -> str:

@@ -12,8 +12,9 @@ from decimal import Decimal
 from functools import partial
 
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.core.exceptions import ValidationError
 from django.core.files import File
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -29,6 +30,9 @@ PRODUCT_EDITABLE_FIELDS = frozenset(
 )
 # Slugs are cut to this length before a "-N" suffix, so the result always fits the column.
 PRODUCT_SLUG_BASE_LENGTH = Product._meta.get_field("slug").max_length - 10
+# Products saved at once under one name each take the next suffix; this many tries is plenty.
+SLUG_ATTEMPTS = 5
+SKU_TAKEN = "A product with this SKU already exists."
 # The fields a prediction writes: cleared when the photo changes, since they describe the old one.
 PREDICTION_FIELDS = (
     "suggested_category",
@@ -109,7 +113,7 @@ def product_create(
     # The photo was checked above; its client name may be longer than the stored random one.
     product.full_clean(exclude=["image"])
     try:
-        product.save(force_insert=True)
+        _save_unique(product, force_insert=True)
     except Exception:
         # The file is written before the INSERT; a failed INSERT must not leave it behind.
         _delete_stored_image(product)
@@ -118,19 +122,43 @@ def product_create(
     return product
 
 
+class ProductSkuTaken(ValidationError):
+    """Another product took this SKU after the form or serializer found it free."""
+
+
+def _save_unique(product: Product, **save_options: object) -> None:
+    """Saves the product; when another transaction took its SKU or slug since full_clean() checked them,
+    the SKU is a ValidationError naming the field and the slug moves to the next free suffix."""
+    for _attempt in range(SLUG_ATTEMPTS):
+        try:
+            # A savepoint: the failed statement is undone and the caller's transaction goes on.
+            with transaction.atomic():
+                product.save(**save_options)
+            return
+        except IntegrityError:
+            # The other transaction has committed by now (PostgreSQL waited for it): its row is visible.
+            others = Product.objects.exclude(pk=product.pk) if product.pk else Product.objects.all()
+            if others.filter(sku=product.sku).exists():
+                raise ProductSkuTaken({"sku": SKU_TAKEN}, code="unique") from None
+            if others.filter(slug=product.slug).exists():
+                product.slug = product_slug_unique(name=product.name)
+                continue
+            raise
+    raise ValidationError({"slug": f"no free slug for {product.name!r}; try again"}, code="unique")
+
+
 def _person_sets_category(
     *, product: Product, category: Category | None, person: AbstractBaseUser | None
 ) -> list[str]:
+    """A person's decision, "no category" (None) included: no prediction files the product after it."""
     now = timezone.now()
     product.category = category
-    product.category_source = (
-        Product.CategorySource.PERSON if category is not None else Product.CategorySource.NONE
-    )
+    product.category_source = Product.CategorySource.PERSON
     product.reviewed_at = now
     product.reviewed_by = person
     changed = ["category", "category_source", "reviewed_at", "reviewed_by"]
-    # A person filing a product answers the review it was waiting for.
-    if category is not None and product.status == Product.Status.NEEDS_REVIEW:
+    # A person deciding answers the review the product was waiting for.
+    if product.status == Product.Status.NEEDS_REVIEW:
         product.status = Product.Status.CLASSIFIED
         product.status_changed_at = now
         product.review_reason = Product.ReviewReason.NONE
@@ -198,7 +226,7 @@ def product_update(*, product: Product, updated_by: AbstractBaseUser | None = No
         return product
     product.full_clean(exclude=["image"])
     try:
-        product.save(update_fields=[*dict.fromkeys(changed), "updated_at"])
+        _save_unique(product, update_fields=[*dict.fromkeys(changed), "updated_at"])
     except Exception:
         if photo_replaced:
             _delete_stored_image(product)

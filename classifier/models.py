@@ -2,6 +2,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from classifier.validators import validate_threshold
+
 
 class ModelVersion(models.Model):
     """One trained classifier artifact on disk, with what it was trained on and how well it did."""
@@ -15,7 +17,7 @@ class ModelVersion(models.Model):
     metrics = models.JSONField(default=dict, blank=True)
     data_fingerprint = models.CharField(max_length=64, blank=True)
     # Predictions at or above this confidence file the product automatically.
-    threshold = models.FloatField(null=True, blank=True)
+    threshold = models.FloatField(null=True, blank=True, validators=[validate_threshold])
     # Off for a model never validated on product photos (a fallback): every prediction waits for a person.
     files_automatically = models.BooleanField(default=True)
     is_active = models.BooleanField(default=False)

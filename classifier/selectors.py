@@ -172,8 +172,16 @@ def dashboard_figures() -> dict:
             "pk",
             filter=Q(category_source=Product.CategorySource.PERSON, suggested_category=F("category")),
         ),
-        person=Count("pk", filter=Q(category_source=Product.CategorySource.PERSON)),
-        unfiled=Count("pk", filter=Q(category__isnull=True)),
+        person=Count(
+            "pk", filter=Q(category_source=Product.CategorySource.PERSON, category__isnull=False)
+        ),
+        # A person's "no category" is a decision, not a product waiting to be filed.
+        left_out=Count(
+            "pk", filter=Q(category_source=Product.CategorySource.PERSON, category__isnull=True)
+        ),
+        unfiled=Count(
+            "pk", filter=Q(category__isnull=True) & ~Q(category_source=Product.CategorySource.PERSON)
+        ),
     )
     corrected = filed["person"] - filed["accepted"]
     filed_total = filed["predicted"] + filed["person"]
@@ -181,6 +189,7 @@ def dashboard_figures() -> dict:
         ("Filed automatically", filed["predicted"]),
         ("Suggestion accepted by a person", filed["accepted"]),
         ("Filed or corrected by a person", corrected),
+        ("Left without a category by a person", filed["left_out"]),
         ("Not filed yet", filed["unfiled"]),
     ]
     categories = Category.objects.annotate(

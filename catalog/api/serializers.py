@@ -7,6 +7,7 @@ from rest_framework import serializers
 from rest_framework.validators import UniqueValidator
 
 from catalog.models import Category, Product
+from catalog.services import SKU_TAKEN
 
 PRODUCT_CLASSIFICATION_VIEW = "catalog-api:product-classification"
 
@@ -90,7 +91,7 @@ class ProductCreateSerializer(serializers.Serializer):
     sku = serializers.CharField(
         max_length=64,
         validators=[
-            UniqueValidator(queryset=Product.objects.all(), message="A product with this SKU already exists.")
+            UniqueValidator(queryset=Product.objects.all(), message=SKU_TAKEN)
         ],
     )
     price = PriceField()
@@ -157,6 +158,14 @@ class ProductClassificationSerializer(serializers.ModelSerializer):
         allow_null=True,
         help_text="How unlike the training photos this photo is (higher: stranger); null: not measured.",
     )
+    category_source = serializers.ChoiceField(
+        choices=Product.CategorySource.choices,
+        read_only=True,
+        help_text=(
+            "Who decided the category: `predicted` (the model filed it), `person` (a person chose it; with "
+            "`category` null they decided it has none, and no prediction files it), empty: nobody yet."
+        ),
+    )
     reviewed_by = serializers.CharField(
         source="reviewed_by.get_username", read_only=True, allow_null=True, help_text="Who set the category."
     )
@@ -186,6 +195,10 @@ class CategoryCorrectionSerializer(serializers.Serializer):
     category = CategorySlugField(
         slug_field="slug",
         queryset=Category.objects.filter(is_active=True),
+        allow_null=True,
         error_messages={"does_not_exist": "No active category has the slug {value}."},
-        help_text="Slug of the active category the product belongs to; marks it reviewed.",
+        help_text=(
+            "Slug of the active category the product belongs to, or null: it belongs to none. Either way a "
+            "person's decision: it marks the product reviewed and no prediction files it after."
+        ),
     )

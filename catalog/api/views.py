@@ -162,8 +162,8 @@ def classification_products() -> QuerySet[Product]:
     patch=extend_schema(
         summary="Correct a product's category",
         description=(
-            "Needs `catalog.change_product`. A person's category: the product counts as reviewed and no "
-            "prediction replaces it."
+            "Needs `catalog.change_product`. A person's category (null: none): the product counts as "
+            "reviewed and no prediction replaces it."
         ),
         parameters=[ID_OR_SLUG_PARAMETER],
         request=CategoryCorrectionSerializer,

@@ -3,6 +3,7 @@
 import mimetypes
 
 from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect
@@ -47,7 +48,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
     )
     list_filter = ("is_active", "architecture")
     search_fields = ("name",)
-    actions = ["activate", "compare_versions"]
+    actions = ["activate", "compare_versions", "delete_selected"]
     change_form_template = "vitrine/model_version_change_form.html"
     change_list_template = "vitrine/model_version_change_list.html"
     fields = (
@@ -79,6 +80,32 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         # Versions come from training (the retrain button, manage.py train / bootstrap_model).
         return False
+
+    def _refuse_deleting_active(self, request: HttpRequest, model_version: ModelVersion) -> None:
+        self.message_user(
+            request,
+            f"{model_version.name} is the active model version and cannot be deleted: its activation history "
+            "would go with it and classification would stop. Activate another version first.",
+            messages.ERROR,
+        )
+
+    def delete_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict | None = None
+    ) -> HttpResponse:
+        model_version = self.get_object(request, object_id)
+        if model_version is not None and model_version.is_active:
+            self._refuse_deleting_active(request, model_version)
+            change_url = reverse("admin:classifier_modelversion_change", args=[model_version.pk])
+            return HttpResponseRedirect(change_url)
+        return super().delete_view(request, object_id, extra_context)
+
+    @admin.action(description=delete_selected.short_description, permissions=["delete"])
+    def delete_selected(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> HttpResponse | None:
+        active = queryset.filter(is_active=True).first()
+        if active is not None:
+            self._refuse_deleting_active(request, active)
+            return None
+        return delete_selected(self, request, queryset)
 
     def get_urls(self) -> list:
         wrap = self.admin_site.admin_view

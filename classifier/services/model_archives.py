@@ -27,10 +27,13 @@ from classifier.services.model_versions import (
     model_version_problem,
     model_version_register,
 )
+from classifier.validators import metrics_problem, threshold_problem
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_FILE = "manifest.json"
+# A manifest lists file names, sizes and checksums: far below this.
+MANIFEST_MAX_BYTES = 1024 * 1024
 ARCHIVE_FORMAT = "vitrine-model-version"
 ARCHIVE_FORMAT_VERSION = 1
 
@@ -131,8 +134,14 @@ def _read_manifest(archive: tarfile.TarFile, members: dict, archive_path: pathli
     manifest_members = [path for path in members if path.name == MANIFEST_FILE and len(path.parts) == 2]
     if len(manifest_members) != 1:
         raise ModelArchiveError(f"{archive_path}: not a model version export ({MANIFEST_FILE} is missing)")
+    manifest_member = members[manifest_members[0]]
+    if manifest_member.size > MANIFEST_MAX_BYTES:
+        raise ModelArchiveError(
+            f"{archive_path}: refused, its {MANIFEST_FILE} holds {manifest_member.size} bytes "
+            f"(at most {MANIFEST_MAX_BYTES}); nothing was imported"
+        )
     try:
-        manifest = json.loads(archive.extractfile(members[manifest_members[0]]).read())
+        manifest = json.loads(archive.extractfile(manifest_member).read())
     except (ValueError, UnicodeDecodeError) as error:
         raise ModelArchiveError(f"{archive_path}: its {MANIFEST_FILE} is unreadable ({error})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != ARCHIVE_FORMAT:
@@ -145,9 +154,37 @@ def _read_manifest(archive: tarfile.TarFile, members: dict, archive_path: pathli
     files = manifest.get("files")
     if not isinstance(files, dict) or MODEL_FILE not in files or METADATA_FILE not in files:
         raise ModelArchiveError(f"{archive_path}: its manifest lists no {MODEL_FILE} and {METADATA_FILE}")
+    for name, entry in files.items():
+        size = entry.get("size") if isinstance(entry, dict) else None
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ModelArchiveError(f"{archive_path}: refused, its manifest gives no size for {name}")
     if files[MODEL_FILE].get("sha256") != manifest.get("model_sha256"):
         raise ModelArchiveError(f"{archive_path}: its manifest names two different model files")
+    problem = threshold_problem(manifest.get("threshold")) if manifest.get("threshold") is not None else None
+    if problem is not None:
+        raise ModelArchiveError(f"{archive_path}: refused, its manifest's threshold {problem}")
+    problem = metrics_problem(manifest.get("metrics") or {})
+    if problem is not None:
+        raise ModelArchiveError(f"{archive_path}: refused, its manifest's metrics: {problem}")
     return manifest
+
+
+def _check_sizes(manifest: dict, members: dict, root: str, archive_path: pathlib.Path) -> None:
+    """Before anything is written: the total within the setting, each member the size its manifest says."""
+    limit = settings.VITRINE_MODEL_IMPORT_MAX_BYTES
+    total = sum(entry["size"] for entry in manifest["files"].values())
+    if total > limit:
+        raise ModelArchiveError(
+            f"{archive_path}: refused, its files add up to {total} bytes, more than "
+            f"VITRINE_MODEL_IMPORT_MAX_BYTES ({limit}); nothing was imported"
+        )
+    for name, entry in manifest["files"].items():
+        member = members[pathlib.PurePosixPath(root, name)]
+        if member.size != entry["size"]:
+            raise ModelArchiveError(
+                f"{archive_path}: refused, {name} holds {member.size} bytes, its manifest says "
+                f"{entry['size']}; nothing was imported"
+            )
 
 
 def _extract_verified(archive_path: pathlib.Path, staging: pathlib.Path) -> dict:
@@ -174,13 +211,23 @@ def _extract_verified(archive_path: pathlib.Path, staging: pathlib.Path) -> dict
         for relative in sorted(listed):
             if ".." in relative.parts or relative.is_absolute():
                 raise ModelArchiveError(f"{archive_path}: refused, its manifest names {relative}")
+        _check_sizes(manifest, members, root, archive_path)
+        for relative in sorted(listed):
             expected = manifest["files"][str(relative)]
             target = staging.joinpath(*relative.parts)
             target.parent.mkdir(parents=True, exist_ok=True)
             digest = hashlib.sha256()
             member = members[pathlib.PurePosixPath(root, relative)]
+            written = 0
             with archive.extractfile(member) as source, target.open("wb") as out:
                 for block in iter(lambda source=source: source.read(1 << 20), b""):
+                    written += len(block)
+                    # Stop at the first byte past the manifest's size: a lying archive never fills the disk.
+                    if written > expected["size"]:
+                        raise ModelArchiveError(
+                            f"{archive_path}: refused, {relative} holds more than the {expected['size']} "
+                            "bytes its manifest says; nothing was imported"
+                        )
                     digest.update(block)
                     out.write(block)
             if digest.hexdigest() != expected.get("sha256"):

@@ -24,6 +24,7 @@ from classifier.models import TrainingRun
 from classifier.selectors import base_dataset_choices, training_run_busy
 from classifier.services.dispatch import TRAIN_MODEL, task_send
 from classifier.services.model_versions import model_version_register
+from classifier.validators import threshold_problem
 
 logger = logging.getLogger(__name__)
 
@@ -290,7 +291,8 @@ def training_run_succeed(
     """Registers the trained artifact as an inactive version with its suggested threshold; ends the run."""
     model_version = model_version_register(artifact_dir=artifact_dir, name=name)
     suggested = metrics.get("suggested_threshold")
-    if suggested is not None:
+    # A suggestion outside (0, 1] is no confidence: the version keeps the shop's default threshold then.
+    if suggested is not None and threshold_problem(suggested) is None:
         model_version.threshold = float(suggested)
         model_version.save(update_fields=["threshold"])
     accuracy = metrics.get("test_accuracy")

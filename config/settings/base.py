@@ -1,5 +1,6 @@
 """Settings shared by every environment; each value can come from the environment (django-environ)."""
 
+import math
 from datetime import timedelta
 from pathlib import Path
 
@@ -120,12 +121,29 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 
 # Classifier
 VITRINE_MODELS_DIR = env.path("VITRINE_MODELS_DIR", default=VAR_DIR / "models")
+# The most a model_import may write to disk (the archive's files together), so an archive cannot fill it.
+VITRINE_MODEL_IMPORT_MAX_BYTES = env.int("VITRINE_MODEL_IMPORT_MAX_BYTES", default=2 * 1024**3)
 VITRINE_DATASETS_DIR = env.path("VITRINE_DATASETS_DIR", default=BASE_DIR.parent / "shared" / "datasets")
 # Only the built-in data sets' local files and the Keras cache: classifier.ml never downloads then.
 VITRINE_OFFLINE = env.bool("VITRINE_OFFLINE", default=False)
 # Train in mixed_bfloat16 (True) or float32 (False); unset: decided from the hardware (GPU, bfloat16 CPU).
 VITRINE_MIXED_PRECISION = env.bool("VITRINE_MIXED_PRECISION", default=None)
-VITRINE_CONFIDENCE_THRESHOLD = env.float("VITRINE_CONFIDENCE_THRESHOLD", default=0.95)
+
+
+def confidence_threshold(raw: str) -> float:
+    """A confidence at which predictions file products: above 0 (0 would file anything), at most 1."""
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 1:
+        raise ImproperlyConfigured(
+            f"VITRINE_CONFIDENCE_THRESHOLD must be a number above 0 and at most 1, not {raw!r}"
+        )
+    return value
+
+
+VITRINE_CONFIDENCE_THRESHOLD = confidence_threshold(env("VITRINE_CONFIDENCE_THRESHOLD", default="0.95"))
 # Rows left pending/queued longer than this are re-enqueued by the sweep.
 VITRINE_STUCK_AFTER_SECONDS = env.int("VITRINE_STUCK_AFTER_SECONDS", default=120)
 # "Retrain now" in the admin: the recipe a one-click run uses (the settings page can change it per run).

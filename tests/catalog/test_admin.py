@@ -226,6 +226,21 @@ def test_choosing_a_category_in_the_admin_marks_it_set_by_a_person(
     assert product.reviewed_by == admin_user
 
 
+def test_clearing_the_category_in_the_admin_is_a_persons_no_category(
+    admin_client, admin_user, make_product, category, record_prediction
+):
+    product = record_prediction(make_product(sku="P-4"), suggested=category, confidence=0.99)
+
+    response = admin_client.post(change_url(product), product_form(name=product.name, sku="P-4", category=""))
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    product.refresh_from_db()
+    assert (product.category, product.category_source) == (None, Product.CategorySource.PERSON)
+    assert product.reviewed_by == admin_user
+    page = admin_client.get(change_url(product)).content.decode()
+    assert "Set by a person" in page
+
+
 def test_retired_categories_are_not_offered_for_new_products(admin_client, category):
     Category.objects.create(name="Sandal", slug="sandal", is_active=False)
 

@@ -269,3 +269,45 @@ def test_category_for_label_reuses_a_category_a_person_made_with_another_slug(db
 def test_category_for_label_refuses_a_label_without_letters_or_digits(db):
     with pytest.raises(CategoryLabelError, match="no letters or digits"):
         category_for_label(label="???")
+
+
+def test_a_person_clearing_the_category_is_their_decision_and_the_next_prediction_keeps_it(
+    make_product, category, record_prediction, admin_user
+):
+    from catalog.selectors import products_reviewed_for_training
+    from catalog.services import product_file_from_prediction
+    from classifier.models import ModelVersion
+
+    product = record_prediction(make_product(), suggested=category, confidence=0.97)
+
+    product = product_update(product=product, updated_by=admin_user, category=None)
+    newer = ModelVersion.objects.create(
+        name="newer", artifact_path="newer", model_sha256="1" * 64, architecture="vitrine_cnn"
+    )
+    refiled = product_file_from_prediction(
+        product_id=product.pk,
+        image_sha256=product.image_sha256,
+        label="Shirt",
+        confidence=0.99,
+        model_version_id=newer.pk,
+        threshold=0.5,
+    )
+
+    assert (refiled.category, refiled.category_source) == (None, Product.CategorySource.PERSON)
+    assert refiled.status == Product.Status.CLASSIFIED and refiled.reviewed_by == admin_user
+    assert product not in products_needing_review()
+    assert product not in products_reviewed_for_training(), "a person's 'no category' is not training data"
+
+
+def test_a_person_clearing_a_waiting_products_category_answers_its_review(
+    make_product, category, record_prediction, admin_user
+):
+    product = record_prediction(
+        make_product(), suggested=category, confidence=0.4, status=Product.Status.NEEDS_REVIEW, filed=False
+    )
+    assert product in products_needing_review()
+
+    product = product_update(product=product, updated_by=admin_user, category=None)
+
+    assert product.status == Product.Status.CLASSIFIED and product.review_reason == ""
+    assert product not in products_needing_review()

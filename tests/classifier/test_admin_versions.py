@@ -224,6 +224,8 @@ def test_the_dashboard_shows_statuses_who_filed_categories_and_the_active_versio
             (shirt, Product.CategorySource.PREDICTED, Product.Status.CLASSIFIED),
             (trouser, Product.CategorySource.PERSON, Product.Status.CLASSIFIED),
             (None, Product.CategorySource.NONE, Product.Status.NEEDS_REVIEW),
+            # A person decided it belongs to no category: neither filed nor waiting.
+            (None, Product.CategorySource.PERSON, Product.Status.CLASSIFIED),
         ]
     ):
         product = product_create(name=f"Item {number}", sku=f"I-{number}", price=1, image=make_upload())
@@ -234,10 +236,90 @@ def test_the_dashboard_shows_statuses_who_filed_categories_and_the_active_versio
     page = admin_client.get("/admin/").content.decode()
 
     assert 'id="vitrine-dashboard"' in page
-    assert 'data-status="classified">3</a>' in page and 'data-status="needs_review">1</a>' in page
-    assert '<tr><th>Filed automatically</th><td class="number">2</td><td class="number">50%</td></tr>' in page
+    assert 'data-status="classified">4</a>' in page and 'data-status="needs_review">1</a>' in page
+    assert '<tr><th>Filed automatically</th><td class="number">2</td><td class="number">40%</td></tr>' in page
     assert '<tr><th>Filed or corrected by a person</th><td class="number">1</td>' in page
+    assert '<tr><th>Left without a category by a person</th><td class="number">1</td>' in page
+    assert '<tr><th>Not filed yet</th><td class="number">1</td>' in page
     assert "67% of the filed products were filed automatically." in page
     assert "Review queue: 1 product waiting" in page
     assert 'id="active-version">' in page and f">{version.name}</a>" in page
     assert f"{version.metrics['test_accuracy']:.1%}" in page
+
+
+def delete_url(model_version: ModelVersion) -> str:
+    return reverse("admin:classifier_modelversion_delete", args=[model_version.pk])
+
+
+ACTIVE_NOT_DELETED = (
+    "{} is the active model version and cannot be deleted: its activation history would go with it and "
+    "classification would stop. Activate another version first."
+)
+
+
+def test_the_active_version_cannot_be_deleted_from_its_delete_page(admin_client, version: ModelVersion):
+    model_version_activate(model_version=version)
+
+    shown = admin_client.get(delete_url(version), follow=True)
+    posted = admin_client.post(delete_url(version), {"post": "yes"}, follow=True)
+
+    assert shown.redirect_chain == [(change_url(version), 302)]
+    assert messages_of(shown) == [ACTIVE_NOT_DELETED.format(version.name)]
+    assert messages_of(posted) == [ACTIVE_NOT_DELETED.format(version.name)]
+    assert ModelActivation.objects.filter(model_version=version).exists()
+    assert model_version_active() == version
+
+
+def test_delete_selected_refuses_a_selection_holding_the_active_version(
+    admin_client, version: ModelVersion, tiny_model: pathlib.Path
+):
+    model_version_activate(model_version=version)
+    unused = model_version_register(artifact_dir=tiny_model, name="unused")
+
+    response = admin_client.post(
+        reverse("admin:classifier_modelversion_changelist"),
+        {"action": "delete_selected", "_selected_action": [version.pk, unused.pk], "post": "yes"},
+        follow=True,
+    )
+
+    assert messages_of(response) == [ACTIVE_NOT_DELETED.format(version.name)]
+    assert set(ModelVersion.objects.values_list("name", flat=True)) == {version.name, "unused"}
+
+
+def test_an_inactive_version_is_deleted_as_before(admin_client, version: ModelVersion, tiny_model):
+    model_version_activate(model_version=version)
+    unused = model_version_register(artifact_dir=tiny_model, name="unused")
+
+    response = admin_client.post(delete_url(unused), {"post": "yes"})
+
+    assert response.status_code == 302
+    assert list(ModelVersion.objects.values_list("name", flat=True)) == [version.name]
+
+
+@pytest.mark.parametrize(
+    ("threshold", "error"),
+    [
+        ("0", "The threshold must be above 0 and at most 1 (a confidence), not 0.0."),
+        ("1.5", "The threshold must be above 0 and at most 1 (a confidence), not 1.5."),
+        ("-0.2", "The threshold must be above 0 and at most 1 (a confidence), not -0.2."),
+    ],
+)
+def test_the_threshold_field_refuses_values_outside_0_to_1(
+    admin_client, version: ModelVersion, threshold: str, error: str
+):
+    before = version.threshold
+
+    response = admin_client.post(change_url(version), {"name": version.name, "threshold": threshold})
+
+    assert response.status_code == 200
+    assert error in response.content.decode()
+    version.refresh_from_db()
+    assert version.threshold == before
+
+
+def test_the_threshold_field_takes_a_confidence_up_to_1(admin_client, version: ModelVersion):
+    response = admin_client.post(change_url(version), {"name": version.name, "threshold": "1"})
+
+    assert response.status_code == 302
+    version.refresh_from_db()
+    assert version.threshold == 1.0

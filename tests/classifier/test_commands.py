@@ -239,7 +239,11 @@ def test_classify_refuses_an_artifact_whose_categories_do_not_match_its_model(tr
 
 @pytest.mark.parametrize(
     ("option", "message"),
-    [("--threshold=1.5", "--threshold must be between 0 and 1"), ("--top=0", "--top must be at least 1")],
+    [
+        ("--threshold=1.5", r"--threshold must be above 0 and at most 1 \(a confidence\), not 1.5"),
+        ("--threshold=0", r"--threshold must be above 0 and at most 1 \(a confidence\), not 0.0"),
+        ("--top=0", "--top must be at least 1"),
+    ],
 )
 def test_classify_refuses_bad_options(trained, photos, option, message):
     out_dir, _ = trained

@@ -385,3 +385,141 @@ def test_an_export_refuses_a_corrupt_version_an_existing_file_and_an_unknown_nam
         run("model_export", "shop-v1", "--out", str(tmp_path / "out.tar.gz"))
     assert not (tmp_path / "out.tar.gz").exists()
     assert [path.name for path in tmp_path.iterdir() if path.name.endswith(".part")] == []
+
+
+def with_manifest(members: dict[str, bytes], **changes: object) -> dict[str, bytes]:
+    manifest = json.loads(members["shop-v1/manifest.json"])
+    manifest.update(changes)
+    return {**members, "shop-v1/manifest.json": json.dumps(manifest).encode()}
+
+
+def test_an_import_refuses_a_member_bigger_than_its_manifest_says_before_writing_it(
+    exported: pathlib.Path, version: ModelVersion, models_dir: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    members = archive_members(exported)
+    # 64 MiB of zeros: a few dozen KiB compressed, the shape of a decompression bomb.
+    members["shop-v1/curves.png"] = bytes(64 * 1024 * 1024)
+    bomb = write_archive(tmp_path / "bomb.tar.gz", members)
+    assert bomb.stat().st_size < exported.stat().st_size + 1024 * 1024
+    folders_before = sorted(models_dir.iterdir())
+
+    with pytest.raises(CommandError) as refused:
+        run("model_import", str(bomb), "--name", "bomb")
+
+    message = str(refused.value)
+    assert "\n" not in message
+    assert message.startswith(f"{bomb}: refused, curves.png holds 67108864 bytes, its manifest says ")
+    assert message.endswith("nothing was imported")
+    assert sorted(models_dir.iterdir()) == folders_before
+    assert not ModelVersion.objects.filter(name="bomb").exists()
+
+
+def test_an_import_stops_writing_at_the_first_byte_past_the_manifests_size(
+    exported: pathlib.Path, version: ModelVersion, models_dir: pathlib.Path, monkeypatch
+) -> None:
+    class EndlessZeros(io.RawIOBase):
+        """A member whose stream goes on past its declared size, as a lying reader would."""
+
+        read_bytes = 0
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer) -> int:
+            buffer[:] = bytes(len(buffer))
+            EndlessZeros.read_bytes += len(buffer)
+            return len(buffer)
+
+    manifest = json.loads(archive_members(exported)["shop-v1/manifest.json"])
+    model_size = manifest["files"]["model.keras"]["size"]
+    extractfile = tarfile.TarFile.extractfile
+    monkeypatch.setattr(
+        tarfile.TarFile,
+        "extractfile",
+        lambda self, member: (
+            io.BufferedReader(EndlessZeros()) if member.name.endswith(".keras") else extractfile(self, member)
+        ),
+    )
+    folders_before = sorted(models_dir.iterdir())
+
+    with pytest.raises(CommandError, match=r"refused, model\.keras holds more than the \d+ bytes"):
+        run("model_import", str(exported), "--name", "endless")
+
+    assert EndlessZeros.read_bytes <= model_size + 2 * (1 << 20)
+    assert sorted(models_dir.iterdir()) == folders_before
+
+
+def test_an_import_refuses_an_archive_bigger_than_the_setting_allows(
+    exported: pathlib.Path, version: ModelVersion, models_dir: pathlib.Path, settings
+) -> None:
+    settings.VITRINE_MODEL_IMPORT_MAX_BYTES = 1000
+    folders_before = sorted(models_dir.iterdir())
+
+    with pytest.raises(
+        CommandError,
+        match=r"refused, its files add up to \d+ bytes, more than VITRINE_MODEL_IMPORT_MAX_BYTES \(1000\); "
+        "nothing was imported$",
+    ):
+        run("model_import", str(exported), "--name", "too-big")
+
+    assert sorted(models_dir.iterdir()) == folders_before
+
+
+def test_an_import_refuses_a_manifest_without_sizes(
+    exported: pathlib.Path, version: ModelVersion, tmp_path: pathlib.Path
+) -> None:
+    members = archive_members(exported)
+    files = json.loads(members["shop-v1/manifest.json"])["files"]
+    del files["model.keras"]["size"]
+    sizeless = write_archive(tmp_path / "sizeless.tar.gz", with_manifest(members, files=files))
+
+    with pytest.raises(CommandError, match="refused, its manifest gives no size for model.keras$"):
+        run("model_import", str(sizeless), "--name", "sizeless")
+
+
+OUT_OF_BOUNDS = "its manifest's threshold must be above 0 and at most 1 (a confidence), not"
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"threshold": 0}, f"{OUT_OF_BOUNDS} 0"),
+        ({"threshold": 1.5}, f"{OUT_OF_BOUNDS} 1.5"),
+        (
+            {"threshold": "high"},
+            "its manifest's threshold must be a number above 0 and at most 1, not 'high'",
+        ),
+        (
+            {"metrics": {"test_accuracy": "98%"}},
+            "its manifest's metrics: test_accuracy is '98%', not a number",
+        ),
+        (
+            {"metrics": {"ood": {"keep_rate": [1]}}},
+            "its manifest's metrics: ood.keep_rate is [1], not a number",
+        ),
+        ({"metrics": ["accuracy"]}, "its manifest's metrics: not an object of named figures (list)"),
+    ],
+    ids=["threshold-0", "threshold-above-1", "threshold-words", "metric-words", "nested-metric", "list"],
+)
+def test_an_import_refuses_a_threshold_out_of_bounds_and_figures_that_are_not_numbers(
+    exported: pathlib.Path, version: ModelVersion, tmp_path: pathlib.Path, changes: dict, message: str
+) -> None:
+    archive = write_archive(tmp_path / "odd.tar.gz", with_manifest(archive_members(exported), **changes))
+
+    with pytest.raises(CommandError) as refused:
+        run("model_import", str(archive), "--name", "odd")
+
+    assert str(refused.value) == f"{archive}: refused, {message}"
+    assert not ModelVersion.objects.filter(name="odd").exists()
+
+
+def test_an_import_keeps_figures_in_words_beside_the_numbers(
+    exported: pathlib.Path, version: ModelVersion, tmp_path: pathlib.Path
+) -> None:
+    metrics = {"test_accuracy": 0.91, "evaluated_on": "clothing-small/validation", "ood": {"keep_rate": 0.98}}
+    members = with_manifest(archive_members(exported), metrics=metrics)
+    archive = write_archive(tmp_path / "words.tar.gz", members)
+
+    run("model_import", str(archive), "--name", "words")
+
+    assert ModelVersion.objects.get(name="words").metrics == metrics

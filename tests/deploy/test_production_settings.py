@@ -69,6 +69,17 @@ def test_production_refuses_to_start_without_a_required_setting(missing: str, me
     assert f"ImproperlyConfigured: {message}" in result.stderr
 
 
+@pytest.mark.parametrize("threshold", ["0", "1.5", "-1", "high", "nan"])
+def test_a_confidence_threshold_outside_0_to_1_stops_the_start(threshold: str) -> None:
+    result = manage("check", env=production_environment(VITRINE_CONFIDENCE_THRESHOLD=threshold))
+
+    assert result.returncode != 0
+    assert (
+        "ImproperlyConfigured: VITRINE_CONFIDENCE_THRESHOLD must be a number above 0 and at most 1, "
+        f"not {threshold!r}"
+    ) in result.stderr
+
+
 def test_production_refuses_a_blank_secret_key() -> None:
     result = manage("check", env=production_environment(DJANGO_SECRET_KEY="   "))
 

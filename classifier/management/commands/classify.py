@@ -9,6 +9,7 @@ from PIL import Image, ImageDraw, ImageFont
 from classifier.ml.artifact import ArtifactError
 from classifier.ml.preprocess import ImageError, open_image
 from classifier.ml.serving import SERVING_CHUNK, Classifier, Prediction, configure_tensorflow
+from classifier.validators import threshold_problem
 
 # Annotated copies of tiny images (Fashion-MNIST's 28 px) are enlarged so the caption stays readable.
 ANNOTATED_MIN_WIDTH = 320
@@ -58,8 +59,9 @@ class Command(BaseCommand):
         images: list[pathlib.Path] = options["images"]
         threshold: float = options["threshold"]
         annotate_dir: pathlib.Path | None = options["annotate"]
-        if not 0.0 <= threshold <= 1.0:
-            raise CommandError(f"--threshold must be between 0 and 1, not {threshold}")
+        problem = threshold_problem(threshold)
+        if problem is not None:
+            raise CommandError(f"--threshold {problem}")
         if options["top"] < 1:
             raise CommandError(f"--top must be at least 1, not {options['top']}")
         device = configure_tensorflow()

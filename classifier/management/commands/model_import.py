@@ -11,8 +11,9 @@ from classifier.services.model_versions import ModelVersionError
 class Command(BaseCommand):
     help = (
         "Import a model version archive written by model_export: every file is checked against the "
-        "manifest's sha256, then the version is registered inactive (--activate: active). "
-        "A damaged or altered archive is refused and leaves nothing behind."
+        "manifest's size and sha256 (all together at most VITRINE_MODEL_IMPORT_MAX_BYTES), then the version "
+        "is registered inactive (--activate: active). A damaged, altered or oversized archive is refused "
+        "and leaves nothing behind."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:

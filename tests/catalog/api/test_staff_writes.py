@@ -245,13 +245,27 @@ def test_correcting_the_category_files_the_product_as_reviewed_by_that_person(
     assert product.category == other_category and product.reviewed_by == staff_user
 
 
+def test_clearing_the_category_is_a_persons_no_category_that_no_prediction_undoes(
+    staff_client, staff_user, make_product, record_prediction, category
+):
+    product = record_prediction(make_product(), suggested=category, confidence=0.97)
+
+    response = staff_client.patch(classification_url(product), {"category": None}, format="json")
+
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["category"] is None and body["category_source"] == "person"
+    assert body["reviewed_by"] == "editor"
+    product.refresh_from_db()
+    assert (product.category, product.category_source) == (None, Product.CategorySource.PERSON)
+
+
 @pytest.mark.parametrize(
     ("body", "content_type", "field", "message"),
     [
         ({"category": "hats"}, "application/json", "category", "No active category has the slug hats"),
         ({"category": "retired"}, "application/json", "category", "No active category has the slug retired"),
         ({}, "application/json", "category", "This field is required."),
-        ({"category": None}, "application/json", "category", "This field may not be null."),
         ({"category": "a\x00b"}, "application/json", "category", "No active category has the slug a\u2400b"),
         ('{"category": ', "application/json", "detail", "JSON parse error"),
     ],
@@ -259,7 +273,6 @@ def test_correcting_the_category_files_the_product_as_reviewed_by_that_person(
         "unknown category",
         "retired category",
         "no category",
-        "null category",
         "NUL byte",
         "malformed JSON",
     ],
