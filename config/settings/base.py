@@ -92,6 +92,8 @@ AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15
 # Username and address together: someone elsewhere guessing an admin's password cannot lock that admin out.
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
+# Its start-up banner would go to every command's stderr, ahead of the one line a command owes its user.
+AXES_VERBOSE = False
 AXES_COOLOFF_MESSAGE = (
     "Too many failed sign-ins for this username from your address. "
     f"Try again in {int(AXES_COOLOFF_TIME.total_seconds() // 60)} minutes."

@@ -114,7 +114,7 @@ def test_train_refuses_to_overwrite_an_artifact(trained, shapes_folder):
 def test_classify_prints_the_top_three_categories_per_image(trained, photos):
     out_dir, _ = trained
 
-    stdout, stderr = run("classify", *map(str, photos), f"--model={out_dir}", "--threshold=0")
+    stdout, stderr = run("classify", *map(str, photos), f"--model={out_dir}", "--threshold=0.01")
 
     lines = stdout.splitlines()
     assert [PREDICTION_LINE.match(line)["path"] for line in lines] == [str(path) for path in photos]
@@ -156,7 +156,7 @@ def test_classify_says_not_detected_exactly_under_the_threshold(trained, photos,
 def test_classify_top_option_limits_the_list(trained, photos):
     out_dir, _ = trained
 
-    stdout, _ = run("classify", str(photos[0]), f"--model={out_dir}", "--top=1", "--threshold=0")
+    stdout, _ = run("classify", str(photos[0]), f"--model={out_dir}", "--top=1", "--threshold=0.01")
 
     assert re.fullmatch(rf"{re.escape(str(photos[0]))}: \w+ {CONFIDENCE}\n", stdout)
 
