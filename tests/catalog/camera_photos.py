@@ -1,4 +1,4 @@
-"""Photos as a phone saves them: EXIF with a GPS position and an orientation, XMP, a comment, an ICC profile."""
+"""Photos as a phone saves them: EXIF with a GPS position and an orientation, XMP, a comment, ICC."""
 
 import io
 

@@ -34,7 +34,7 @@ def phone_upload(name: str = "IMG_0042.jpg") -> SimpleUploadedFile:
 
 
 def admin_form(product: Product | None = None, *, image=None, extra=(), existing=()) -> dict:
-    """The product form as a browser posts it: `existing` rows are (ProductImage, new upload or None, delete)."""
+    """The product form as a browser posts it; `existing` rows: (ProductImage, new upload or None, delete)."""
     data = {
         "name": product.name if product else "Linen shirt",
         "description": "",
@@ -104,7 +104,7 @@ def test_a_phone_jpeg_is_re_encoded_upright_without_exif_gps_xmp_icc_or_comment(
     [(png_with_metadata, "PNG", "RGBA"), (webp_with_metadata, "WEBP", "RGB"), (gif_with_comment, "GIF", "P")],
     ids=["png", "webp", "gif"],
 )
-def test_png_webp_and_gif_keep_their_format_and_transparency_and_lose_their_metadata(make, image_format, mode):
+def test_png_webp_and_gif_keep_format_and_transparency_and_lose_their_metadata(make, image_format, mode):
     served = photo_without_metadata(make())
 
     for secret in SECRETS:
@@ -193,10 +193,9 @@ def test_a_rolled_back_photo_change_removes_nothing(
     product = make_product(image=phone_upload())
     old = media_root / product.image.name
 
-    with django_capture_on_commit_callbacks() as callbacks, pytest.raises(RuntimeError):
-        with transaction.atomic():
-            product_update(product=product, image=make_upload("new.png", image_format="PNG"))
-            raise RuntimeError("something after the save failed")
+    with django_capture_on_commit_callbacks() as callbacks, pytest.raises(RuntimeError), transaction.atomic():
+        product_update(product=product, image=make_upload("new.png", image_format="PNG"))
+        raise RuntimeError("something after the save failed")
 
     assert callbacks == []
     product.refresh_from_db()
@@ -225,10 +224,9 @@ def test_deleting_a_product_in_the_admin_removes_its_photos_after_commit(
 def test_a_rolled_back_delete_removes_nothing(make_product, stored_files, django_capture_on_commit_callbacks):
     product = make_product(image=phone_upload())
 
-    with django_capture_on_commit_callbacks() as callbacks, pytest.raises(RuntimeError):
-        with transaction.atomic():
-            Product.objects.filter(pk=product.pk).delete()
-            raise RuntimeError("the delete is rolled back")
+    with django_capture_on_commit_callbacks() as callbacks, pytest.raises(RuntimeError), transaction.atomic():
+        Product.objects.filter(pk=product.pk).delete()
+        raise RuntimeError("the delete is rolled back")
 
     assert callbacks == []
     assert Product.objects.filter(pk=product.pk).exists() and len(stored_files()) == 1
