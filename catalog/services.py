@@ -84,7 +84,7 @@ def product_create(
     """Saves a product and its photo (as served: upright, without metadata) under a random name;
     classification is enqueued after commit.
 
-    `image_sha256` is the hash of the uploaded bytes, not of the stored ones (README "Security").
+    `image_sha256` is the hash of the uploaded bytes, not of the stored ones (README "Architecture").
     A category given here was chosen by a person and is never replaced by a prediction.
     Raises ValidationError for a bad photo or field (nothing is stored then).
     """
