@@ -6,9 +6,13 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db.models import Q
 
 from catalog.models import Category, Product, ProductImage
+from catalog.photos import photo_files_delete_on_commit, photo_store
 from catalog.validators import ACCEPT_ATTRIBUTE, validate_product_image
 
-PHOTO_HELP_TEXT = "A JPEG, PNG, WebP or GIF photo; it is checked by content and stored under a random name."
+PHOTO_HELP_TEXT = (
+    "A JPEG, PNG, WebP or GIF photo; it is checked by content and stored under a random name, "
+    "without its metadata (location, camera)."
+)
 
 
 def _photo_field() -> forms.FileField:
@@ -54,3 +58,13 @@ class ProductImageForm(forms.ModelForm):
 
     def clean_image(self) -> object:
         return _checked_photo(self.cleaned_data.get("image"))
+
+    def save(self, commit: bool = True) -> ProductImage:
+        """A new photo is stored as served (catalog.photos); the one it replaces goes after commit."""
+        if "image" in self.changed_data:
+            stored = ProductImage.objects.filter(pk=self.instance.pk).values_list("image", flat=True)
+            replaced = stored.first() if self.instance.pk else None
+            self.instance.image = photo_store(owner=self.instance, upload=self.cleaned_data["image"])
+            if replaced:
+                photo_files_delete_on_commit(names=[replaced])
+        return super().save(commit)

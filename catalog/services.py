@@ -19,6 +19,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from catalog.models import DONE_STATUSES, WAITING_STATUSES, Category, Product
+from catalog.photos import photo_files_delete, photo_files_delete_on_commit, photo_store
 from catalog.selectors import category_by_name, category_merged_target
 from catalog.signals import product_photos_changed
 from catalog.validators import validate_product_image
@@ -68,11 +69,6 @@ def product_slug_unique(*, name: str) -> str:
     return f"{base}-{number}"
 
 
-def _delete_stored_image(product: Product) -> None:
-    if product.image and getattr(product.image, "_committed", False):
-        product.image.storage.delete(product.image.name)
-
-
 @transaction.atomic
 def product_create(
     *,
@@ -85,8 +81,10 @@ def product_create(
     is_published: bool = True,
     created_by: AbstractBaseUser | None = None,
 ) -> Product:
-    """Saves a product and its photo under a random name; classification is enqueued after commit.
+    """Saves a product and its photo (as served: upright, without metadata) under a random name;
+    classification is enqueued after commit.
 
+    `image_sha256` is the hash of the uploaded bytes, not of the stored ones (README "Architecture").
     A category given here was chosen by a person and is never replaced by a prediction.
     Raises ValidationError for a bad photo or field (nothing is stored then).
     """
@@ -98,7 +96,6 @@ def product_create(
         description=description,
         price=price,
         sku=sku,
-        image=image,
         image_sha256=image_sha256,
         is_published=is_published,
         status=Product.Status.PENDING,
@@ -110,13 +107,14 @@ def product_create(
         product.category_source = Product.CategorySource.PERSON
         product.reviewed_at = now
         product.reviewed_by = created_by
-    # The photo was checked above; its client name may be longer than the stored random one.
+    # The photo was checked above and is stored only once every other field is valid.
     product.full_clean(exclude=["image"])
+    product.image = photo_store(owner=product, upload=image)
     try:
         _save_unique(product, force_insert=True)
     except Exception:
         # The file is written before the INSERT; a failed INSERT must not leave it behind.
-        _delete_stored_image(product)
+        photo_files_delete(names=[product.image.name])
         raise
     _announce_photos_changed_on_commit(product_ids=[product.pk])
     return product
@@ -166,8 +164,7 @@ def _person_sets_category(
     return changed
 
 
-def _photo_replaced(*, product: Product, image: File, image_sha256: str) -> list[str]:
-    product.image = image
+def _photo_replaced(*, product: Product, image_sha256: str) -> list[str]:
     product.image_sha256 = image_sha256
     product.status = Product.Status.PENDING
     product.status_changed_at = timezone.now()
@@ -199,7 +196,8 @@ def product_update(*, product: Product, updated_by: AbstractBaseUser | None = No
     """Applies `fields` (name, description, price, sku, image, category, is_published) to the saved product.
 
     Only a photo with different bytes re-runs classification (enqueued after commit) and clears the old
-    prediction; a category given here is a person's choice and is never replaced by a prediction.
+    prediction; the old photo's file is removed once the change commits. A category given here is a
+    person's choice and is never replaced by a prediction.
     Writes only the changed columns, so a prediction saved meanwhile by a worker is not overwritten.
     """
     unknown = sorted(set(fields) - PRODUCT_EDITABLE_FIELDS)
@@ -210,7 +208,8 @@ def product_update(*, product: Product, updated_by: AbstractBaseUser | None = No
         )
     product = Product.objects.select_for_update().get(pk=product.pk)
     changed: list[str] = []
-    photo_replaced = False
+    # The stored name of the photo a new one replaces; None while the photo stays.
+    replaced_photo: str | None = None
     for field in ("name", "description", "price", "sku", "is_published"):
         if field in fields and getattr(product, field) != fields[field]:
             setattr(product, field, fields[field])
@@ -220,18 +219,21 @@ def product_update(*, product: Product, updated_by: AbstractBaseUser | None = No
     if "image" in fields:
         image_sha256 = validate_product_image(fields["image"])
         if image_sha256 != product.image_sha256:
-            changed += _photo_replaced(product=product, image=fields["image"], image_sha256=image_sha256)
-            photo_replaced = True
+            changed += _photo_replaced(product=product, image_sha256=image_sha256)
+            replaced_photo = product.image.name
     if not changed:
         return product
     product.full_clean(exclude=["image"])
+    if replaced_photo is not None:
+        product.image = photo_store(owner=product, upload=fields["image"])
     try:
         _save_unique(product, update_fields=[*dict.fromkeys(changed), "updated_at"])
     except Exception:
-        if photo_replaced:
-            _delete_stored_image(product)
+        if replaced_photo is not None:
+            photo_files_delete(names=[product.image.name])
         raise
-    if photo_replaced:
+    if replaced_photo is not None:
+        photo_files_delete_on_commit(names=[replaced_photo])
         _announce_photos_changed_on_commit(product_ids=[product.pk])
     return product
 

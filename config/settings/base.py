@@ -120,6 +120,9 @@ MEDIA_ROOT = env.path("DJANGO_MEDIA_ROOT", default=VAR_DIR / "media")
 VITRINE_MAX_UPLOAD_BYTES = env.int("VITRINE_MAX_UPLOAD_BYTES", default=10 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = VITRINE_MAX_UPLOAD_BYTES + 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+# Photos are served without metadata; on, the uploaded bytes (EXIF, GPS) are also kept, never served
+# (catalog.photos.ORIGINALS_PREFIX under MEDIA_ROOT, hidden by config/media.py and docker/Caddyfile).
+VITRINE_KEEP_ORIGINAL_PHOTOS = env.bool("VITRINE_KEEP_ORIGINAL_PHOTOS", default=False)
 
 # Classifier
 VITRINE_MODELS_DIR = env.path("VITRINE_MODELS_DIR", default=VAR_DIR / "models")

@@ -11,6 +11,7 @@ import sys
 
 from PIL import Image
 
+from catalog.photos import ORIGINALS_PREFIX
 from config.media import MEDIA_CONTENT_SECURITY_POLICY
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -55,16 +56,32 @@ def test_caddy_serves_media_with_nosniff_and_the_same_policy_as_django() -> None
     assert ["file_server"] in [line for line, _ in media]
 
 
-def test_django_serves_media_with_debug_with_nosniff_and_a_sandboxing_policy(tmp_path: pathlib.Path) -> None:
+def test_caddy_hides_the_kept_originals_whatever_the_url_says() -> None:
+    (site,) = caddyfile_blocks(CADDYFILE.read_text())
+    media = block(site[1], "handle_path", "/media/*")
+
+    (root,) = [line for line, _ in media if line[0] == "root"]
+    hidden = [line for line, _ in block(media, "file_server")]
+
+    # `hide` compares file system paths, after Caddy has cleaned the request path and joined it to the root.
+    assert hidden == [["hide", f"{root[2]}/{ORIGINALS_PREFIX.rstrip('/')}"]]
+
+
+def test_django_serves_media_with_debug_with_nosniff_and_a_sandbox_but_never_originals(
+    tmp_path: pathlib.Path,
+) -> None:
     photo = io.BytesIO()
     Image.new("RGB", (8, 8), (200, 30, 30)).save(photo, format="PNG")
     (tmp_path / "products").mkdir()
     (tmp_path / "products" / "photo.png").write_bytes(photo.getvalue())
     (tmp_path / "products" / "page.html").write_text("<script>alert(document.cookie)</script>")
+    (tmp_path / ORIGINALS_PREFIX / "products").mkdir(parents=True)
+    (tmp_path / ORIGINALS_PREFIX / "products" / "photo.png").write_bytes(photo.getvalue())
     fetch = (
         "import django, json; django.setup(); from django.test import Client; client = Client(); "
-        "responses = {name: client.get(f'/media/products/{name}', HTTP_HOST='127.0.0.1') "
-        "for name in ('photo.png', 'page.html')}; "
+        "responses = {name: client.get(f'/media/{name}', HTTP_HOST='127.0.0.1') "
+        "for name in ('products/photo.png', 'products/page.html', 'originals/products/photo.png', "
+        "'products/../originals/products/photo.png', 'originals/')}; "
         "print(json.dumps({name: [r.status_code, r.headers.get('Content-Type'), "
         "r.headers.get('X-Content-Type-Options'), r.headers.get('Content-Security-Policy')] "
         "for name, r in responses.items()}))"
@@ -83,7 +100,12 @@ def test_django_serves_media_with_debug_with_nosniff_and_a_sandboxing_policy(tmp
 
     assert result.returncode == 0, result.stderr
     served = json.loads(result.stdout.strip().splitlines()[-1])
-    assert served["photo.png"] == [200, "image/png", "nosniff", MEDIA_CONTENT_SECURITY_POLICY]
-    assert served["page.html"] == [200, "text/html", "nosniff", MEDIA_CONTENT_SECURITY_POLICY]
+    assert served["products/photo.png"] == [200, "image/png", "nosniff", MEDIA_CONTENT_SECURITY_POLICY]
+    assert served["products/page.html"] == [200, "text/html", "nosniff", MEDIA_CONTENT_SECURITY_POLICY]
+    # Kept originals (EXIF and GPS included) are never served, however the path is spelled.
+    assert ORIGINALS_PREFIX == "originals/"
+    originals = ("originals/products/photo.png", "products/../originals/products/photo.png", "originals/")
+    for original in originals:
+        assert served[original][0] == 404, original
     assert MEDIA_CONTENT_SECURITY_POLICY.startswith("default-src 'none';")
     assert MEDIA_CONTENT_SECURITY_POLICY.endswith("; sandbox")
