@@ -91,6 +91,7 @@ class ProductAdmin(ConfidenceColumn, admin.ModelAdmin):
     list_select_related = ("category", "suggested_category", "model_version")
     search_fields = ("name", "sku")
     actions = ["classify_again"]
+    change_form_template = "vitrine/product_change_form.html"
     readonly_fields = (
         "slug",
         "image_preview",
@@ -135,6 +136,27 @@ class ProductAdmin(ConfidenceColumn, admin.ModelAdmin):
     @admin.display(description="Photo")
     def thumbnail(self, obj: Product) -> str:
         return _image_tag(obj.image, size=48)
+
+    def get_urls(self) -> list:
+        wrap = self.admin_site.admin_view
+        return [
+            path(
+                "<int:product_id>/classify-again/",
+                wrap(self.classify_again_view),
+                name="catalog_product_classify_again",
+            ),
+            *super().get_urls(),
+        ]
+
+    @post_only
+    def classify_again_view(self, request: HttpRequest, product_id: int) -> HttpResponseRedirect:
+        """The change page's "Retry" of a failed classification (any product's, like the action)."""
+        product = get_object_or_404(Product, pk=product_id)
+        if not self.has_change_permission(request, product):
+            raise PermissionDenied
+        products_classify_again(products=[product])
+        self.message_user(request, f"{product.name} is queued for classification.", messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:catalog_product_change", args=[product.pk]))
 
     def changeform_view(
         self, request: HttpRequest, object_id: str | None = None, form_url: str = "", extra_context=None

@@ -85,6 +85,8 @@ class Product(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
     status_changed_at = models.DateTimeField(db_index=True)
     classification_error = models.TextField(blank=True)
+    # Deliveries of this photo's classification that started and never ended: each a worker that died on it.
+    classification_attempts = models.PositiveSmallIntegerField(default=0, editable=False)
     reviewed_at = models.DateTimeField(null=True, blank=True)
     reviewed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

@@ -15,6 +15,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -169,6 +170,7 @@ def _photo_replaced(*, product: Product, image_sha256: str) -> list[str]:
     product.status = Product.Status.PENDING
     product.status_changed_at = timezone.now()
     product.classification_error = ""
+    product.classification_attempts = 0
     product.suggested_category = None
     product.confidence = None
     product.unfamiliarity = None
@@ -181,6 +183,7 @@ def _photo_replaced(*, product: Product, image_sha256: str) -> list[str]:
         "status",
         "status_changed_at",
         "classification_error",
+        "classification_attempts",
         *PREDICTION_FIELDS,
     ]
     # A category predicted from the old photo says nothing about the new one; a person's choice stays.
@@ -252,6 +255,7 @@ def products_classify_again(*, products: Iterable[Product]) -> int:
         status=Product.Status.PENDING,
         status_changed_at=now,
         classification_error="",
+        classification_attempts=0,
         # Forgetting which photo was classified makes the worker classify it again instead of skipping it.
         classified_sha256="",
         updated_at=now,
@@ -378,9 +382,38 @@ def products_mark_queued(*, product_ids: list[int]) -> int:
     )
 
 
-def product_needs_classifying(*, product: Product) -> bool:
-    """False once the product's current photo has a classification (a duplicate message has nothing to do)."""
-    return not (product.status in DONE_STATUSES and product.classified_sha256 == product.image_sha256)
+@transaction.atomic
+def products_classification_start(*, product_ids: list[int], max_attempts: int) -> list[int]:
+    """Counts one more delivery of the products' classification; returns the ids to classify now.
+
+    Only products waiting for a classification are classified: one that has it, or that failed, is a
+    duplicate message's (a failed one waits for a person's "Classify again"). A product whose last
+    `max_attempts` deliveries never ended (each killed its worker) is failed instead of run again.
+    """
+    products = Product.objects.select_for_update().filter(pk__in=product_ids).order_by("pk")
+    to_classify = []
+    for product in products:
+        if product.status not in WAITING_STATUSES:
+            logger.info("product %s is %s; duplicate message skipped", product.pk, product.status)
+        elif product.classification_attempts >= max_attempts:
+            _classification_failed(
+                product,
+                error=f"The worker died {product.classification_attempts} times on this photo (out of memory "
+                "or a crash); it is not sent again until someone classifies it again.",
+            )
+        else:
+            product.classification_attempts += 1
+            product.save(update_fields=["classification_attempts", "updated_at"])
+            to_classify.append(product.pk)
+    return to_classify
+
+
+def products_classification_release(*, product_ids: list[int]) -> int:
+    """The delivery of these products' classification ended without killing its worker: it counts no more
+    (a product still waiting, say for a model version, is sent again by the sweep)."""
+    return Product.objects.filter(
+        pk__in=product_ids, status__in=WAITING_STATUSES, classification_attempts__gt=0
+    ).update(classification_attempts=F("classification_attempts") - 1)
 
 
 def _review_reason(
@@ -434,6 +467,7 @@ def product_file_from_prediction(
     product.model_version_id = model_version_id
     product.classified_sha256 = image_sha256
     product.classification_error = ""
+    product.classification_attempts = 0
     product.status_changed_at = timezone.now()
     reason = _review_reason(product, threshold=threshold, unfamiliar=unfamiliar)
     if product.category_source == Product.CategorySource.PERSON:
@@ -453,6 +487,7 @@ def product_file_from_prediction(
         update_fields=[
             *PREDICTION_FIELDS,
             "classification_error",
+            "classification_attempts",
             "status",
             "status_changed_at",
             "category",
@@ -482,9 +517,34 @@ def product_classification_fail(*, product_id: int, error: str, image_sha256: st
     if image_sha256 is not None and product.image_sha256 != image_sha256:
         logger.info("product %s: failure ignored, it was for a photo since replaced", product_id)
         return product
+    _classification_failed(product, error=error)
+    return product
+
+
+def _classification_failed(product: Product, *, error: str) -> None:
     product.status = Product.Status.FAILED
     product.classification_error = error
+    product.classification_attempts = 0
     product.status_changed_at = timezone.now()
-    product.save(update_fields=["status", "classification_error", "status_changed_at", "updated_at"])
-    logger.warning("classification failed: product %s: %s", product_id, error)
-    return product
+    product.save(
+        update_fields=[
+            "status",
+            "classification_error",
+            "classification_attempts",
+            "status_changed_at",
+            "updated_at",
+        ]
+    )
+    logger.warning("classification failed: product %s: %s", product.pk, error)
+
+
+@transaction.atomic
+def products_classification_fail(*, product_ids: list[int], error: str) -> int:
+    """Fails those of the products still waiting for their classification (its task raised `error`); the
+    others were filed or failed before it raised. Returns how many it failed."""
+    products = Product.objects.select_for_update().filter(pk__in=product_ids, status__in=WAITING_STATUSES)
+    failed = 0
+    for product in products.order_by("pk"):
+        _classification_failed(product, error=error)
+        failed += 1
+    return failed

@@ -5,8 +5,9 @@ The worker-side modules load TensorFlow, so each task imports its module when it
 imports this file before it forks its pool, and TensorFlow must not be loaded there.
 """
 
-from celery import shared_task
+from celery import Task, shared_task
 from celery.concurrency.prefork import TaskPool as PreforkPool
+from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_ready
 from django.conf import settings
 from django.db import InterfaceError as DatabaseInterfaceError
@@ -14,7 +15,8 @@ from django.db import OperationalError as DatabaseOperationalError
 from django.db import connections
 from kombu.exceptions import OperationalError as BrokerOperationalError
 
-from classifier.services.bulk import bulk_jobs_sweep
+from catalog.services import products_classification_fail
+from classifier.services.bulk import bulk_job_fail, bulk_jobs_sweep
 from classifier.services.classification import products_sweep_stuck
 from classifier.services.training import training_runs_fail_orphaned, training_runs_sweep
 
@@ -30,17 +32,35 @@ RETRY_TRANSIENT_ERRORS = {
 }
 
 
+def failure_text(task: Task, error: Exception) -> str:
+    """Why a task failed, in the words the admin and the API show."""
+    if isinstance(error, SoftTimeLimitExceeded):
+        return f"Stopped at its time limit of {task.soft_time_limit} s."
+    if isinstance(error, MemoryError):
+        return "The worker ran out of memory."
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
 @shared_task(
     name="classifier.tasks.classify_products",
+    bind=True,
     acks_late=True,
     **RETRY_TRANSIENT_ERRORS,
     soft_time_limit=60,
     time_limit=90,
 )
-def classify_products(product_ids: list[int]) -> None:
+def classify_products(self, product_ids: list[int]) -> None:
     from classifier.workers import inference  # loads TensorFlow: in the serving process only
 
-    inference.products_classify(product_ids=product_ids)
+    try:
+        inference.products_classify_delivered(product_ids=product_ids)
+    except TRANSIENT_ERRORS:
+        raise
+    except Exception as error:
+        # Not transient: running it again would fail the same way, so the products end failed (and the
+        # task still fails, for the worker's log).
+        products_classification_fail(product_ids=product_ids, error=failure_text(self, error))
+        raise
 
 
 @shared_task(name="classifier.tasks.sweep_stuck_products", acks_late=True)
@@ -65,15 +85,23 @@ def train_model(self, run_id: int) -> None:
 
 @shared_task(
     name="classifier.tasks.classify_products_chunk",
+    bind=True,
     acks_late=True,
     **RETRY_TRANSIENT_ERRORS,
     soft_time_limit=300,
     time_limit=360,
 )
-def classify_products_chunk(job_id: int, cursor: int) -> None:
+def classify_products_chunk(self, job_id: int, cursor: int) -> None:
     from classifier.workers import inference  # loads TensorFlow: in the serving process only
 
-    inference.bulk_job_chunk_classify(job_id=job_id, cursor=cursor)
+    try:
+        inference.bulk_job_chunk_classify(job_id=job_id, cursor=cursor)
+    except TRANSIENT_ERRORS:
+        raise
+    except Exception as error:
+        # Not transient: the chunk is not written, and the job ends failed at its cursor (resumable).
+        bulk_job_fail(job_id=job_id, error=f"At the products after id {cursor}: {failure_text(self, error)}")
+        raise
 
 
 @shared_task(name="classifier.tasks.sweep_background_jobs", acks_late=True)

@@ -1,5 +1,7 @@
 """Background work in the admin: retraining with live progress and cancel, bulk re-classification."""
 
+from collections.abc import Callable
+
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -14,7 +16,7 @@ from classifier.admin.display import bulk_job_progress, training_run_progress
 from classifier.ml.formats import ARCHITECTURE_EPOCHS
 from classifier.models import BulkJob, TrainingRun
 from classifier.selectors import JOB_IN_PROGRESS, RUN_IN_PROGRESS, base_dataset_choices
-from classifier.services.bulk import BulkJobError, bulk_job_create
+from classifier.services.bulk import BulkJobError, bulk_job_cancel, bulk_job_create, bulk_job_resume
 from classifier.services.training import (
     TrainingRunError,
     training_recipe_default,
@@ -195,6 +197,7 @@ class BulkJobAdmin(WorkerWrittenAdmin):
         "failed",
         "cursor",
         "chunk_size",
+        "chunk_attempts",
         "error",
         "created_by",
         "created_at",
@@ -211,6 +214,8 @@ class BulkJobAdmin(WorkerWrittenAdmin):
         return [
             path("start-all/", wrap(self.start_all_view), name="classifier_bulkjob_start_all"),
             path("<int:job_id>/progress.json", wrap(self.progress_view), name="classifier_bulkjob_progress"),
+            path("<int:job_id>/cancel/", wrap(self.cancel_view), name="classifier_bulkjob_cancel"),
+            path("<int:job_id>/resume/", wrap(self.resume_view), name="classifier_bulkjob_resume"),
             *super().get_urls(),
         ]
 
@@ -246,3 +251,29 @@ class BulkJobAdmin(WorkerWrittenAdmin):
         if not self.has_view_permission(request, job):
             raise PermissionDenied
         return JsonResponse(bulk_job_progress(job=job))
+
+    def _changed(
+        self, request: HttpRequest, job_id: int, change: Callable[[BulkJob], BulkJob], done: str
+    ) -> HttpResponseRedirect:
+        if not request.user.has_perm("classifier.change_bulkjob"):
+            raise PermissionDenied
+        job = get_object_or_404(BulkJob, pk=job_id)
+        try:
+            job = change(job)
+        except BulkJobError as error:
+            self.message_user(request, str(error), messages.ERROR)
+        else:
+            self.message_user(request, f"Re-classification {job.pk} {done}.", messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:classifier_bulkjob_change", args=[job.pk]))
+
+    @post_only
+    def cancel_view(self, request: HttpRequest, job_id: int) -> HttpResponseRedirect:
+        return self._changed(
+            request, job_id, lambda job: bulk_job_cancel(job=job), "is cancelled: no further chunk is sent"
+        )
+
+    @post_only
+    def resume_view(self, request: HttpRequest, job_id: int) -> HttpResponseRedirect:
+        return self._changed(
+            request, job_id, lambda job: bulk_job_resume(job=job), "goes on from where it stopped"
+        )

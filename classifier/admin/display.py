@@ -131,6 +131,7 @@ def bulk_job_progress(*, job: BulkJob) -> dict:
         "status": job.status,
         "status_display": job.get_status_display(),
         "finished": job.status not in JOB_IN_PROGRESS,
+        "resumable": job.status in (BulkJob.Status.FAILED, BulkJob.Status.CANCELLED),
         "done": job.done,
         "total": job.total,
         "failed": job.failed,

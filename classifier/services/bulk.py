@@ -1,7 +1,7 @@
 """Bulk re-classification: a BulkJob row, classified chunk by chunk on the inference queue.
 
-Keras-free: the admin starts jobs here; classifier.workers.inference classifies each chunk between
-bulk_job_chunk_start() and bulk_job_chunk_finish(), outside any transaction.
+Keras-free: the admin starts, cancels and resumes jobs here; classifier.workers.inference classifies each
+chunk between bulk_job_chunk_start() and bulk_job_chunk_finish(), outside any transaction.
 """
 
 import bisect
@@ -13,19 +13,19 @@ from functools import partial
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
-from django.db.models import Max, Q
+from django.db.models import F, Max, Q
 from django.utils import timezone
 
 from catalog.models import Product
 from classifier.models import BulkJob
-from classifier.selectors import model_version_active
+from classifier.selectors import JOB_IN_PROGRESS, model_version_active
 from classifier.services.dispatch import CLASSIFY_PRODUCTS_CHUNK, task_send
 
 logger = logging.getLogger(__name__)
 
 
 class BulkJobError(ValueError):
-    """A bulk re-classification that cannot start."""
+    """A bulk re-classification that cannot start, stop or resume; the message says why in one line."""
 
 
 @transaction.atomic
@@ -78,28 +78,96 @@ def _bulk_job_next_ids(job: BulkJob) -> list[int]:
 
 
 @transaction.atomic
-def bulk_job_chunk_start(*, job_id: int, cursor: int) -> list[int] | None:
+def bulk_job_chunk_start(*, job_id: int, cursor: int, max_attempts: int) -> list[int] | None:
     """The product ids of the job's chunk after `cursor`, marking the job running; None when there is nothing
-    to do (the job is gone or over, or the message is a duplicate whose cursor the job is past)."""
+    to do (the job is gone, over or cancelled, or the message is a duplicate whose cursor the job is past).
+
+    Each start is counted until the chunk finishes: when the chunk's last `max_attempts` deliveries never
+    ended (each killed its worker), the job fails instead of running it again.
+    """
     job = BulkJob.objects.select_for_update().filter(pk=job_id).first()
-    if job is None or job.status not in (BulkJob.Status.QUEUED, BulkJob.Status.RUNNING):
+    if job is None or job.status not in JOB_IN_PROGRESS:
         return None
     if job.cursor != cursor:
         logger.info("bulk job %s is past %s already; duplicate message ignored", job_id, cursor)
         return None
+    if job.chunk_attempts >= max_attempts:
+        _bulk_job_failed(
+            job,
+            error=f"The worker died {job.chunk_attempts} times on this chunk (the products after id "
+            f"{cursor}; out of memory or a crash). Resume the job to try it again.",
+        )
+        return None
     now = timezone.now()
     if job.status == BulkJob.Status.QUEUED:
         job.status = BulkJob.Status.RUNNING
-        job.started_at = now
+        job.started_at = job.started_at or now
     job.heartbeat_at = now
-    job.save(update_fields=["status", "started_at", "heartbeat_at"])
+    job.chunk_attempts += 1
+    job.save(update_fields=["status", "started_at", "heartbeat_at", "chunk_attempts"])
     return _bulk_job_next_ids(job)
 
 
-def bulk_job_fail(*, job_id: int, error: str) -> None:
-    now = timezone.now()
-    BulkJob.objects.filter(pk=job_id).update(status=BulkJob.Status.FAILED, error=error, finished_at=now)
-    logger.warning("bulk job %s failed: %s", job_id, error)
+def bulk_job_chunk_release(*, job_id: int, cursor: int) -> int:
+    """The delivery of the chunk after `cursor` ended without killing its worker: it counts no more."""
+    return BulkJob.objects.filter(pk=job_id, cursor=cursor, chunk_attempts__gt=0).update(
+        chunk_attempts=F("chunk_attempts") - 1
+    )
+
+
+def _bulk_job_failed(job: BulkJob, *, error: str) -> None:
+    job.status = BulkJob.Status.FAILED
+    job.error = error
+    job.chunk_attempts = 0
+    job.finished_at = timezone.now()
+    job.save(update_fields=["status", "error", "chunk_attempts", "finished_at"])
+    logger.warning("bulk job %s failed at cursor %s: %s", job.pk, job.cursor, error)
+
+
+@transaction.atomic
+def bulk_job_fail(*, job_id: int, error: str) -> BulkJob | None:
+    """Fails the job with `error` while it is in progress (one cancelled or over stays so); None otherwise."""
+    job = BulkJob.objects.select_for_update().filter(pk=job_id, status__in=JOB_IN_PROGRESS).first()
+    if job is not None:
+        _bulk_job_failed(job, error=error)
+    return job
+
+
+@transaction.atomic
+def bulk_job_cancel(*, job: BulkJob) -> BulkJob:
+    """Stops a queued or running job: no further chunk is sent (a chunk being classified finishes)."""
+    job = BulkJob.objects.select_for_update().get(pk=job.pk)
+    if job.status not in JOB_IN_PROGRESS:
+        raise BulkJobError(
+            f"re-classification {job.pk} has already ended ({job.get_status_display().lower()})"
+        )
+    job.status = BulkJob.Status.CANCELLED
+    job.chunk_attempts = 0
+    job.finished_at = timezone.now()
+    job.save(update_fields=["status", "chunk_attempts", "finished_at"])
+    logger.info("bulk job %s cancelled at %s/%s", job.pk, job.done, job.total)
+    return job
+
+
+@transaction.atomic
+def bulk_job_resume(*, job: BulkJob) -> BulkJob:
+    """Sends a failed or cancelled job on from its cursor (the chunk that failed is tried again)."""
+    job = BulkJob.objects.select_for_update().get(pk=job.pk)
+    if job.status not in (BulkJob.Status.FAILED, BulkJob.Status.CANCELLED):
+        raise BulkJobError(
+            f"re-classification {job.pk} is {job.get_status_display().lower()}; only a failed or cancelled "
+            "one can be resumed"
+        )
+    if model_version_active() is None:
+        raise BulkJobError("no model version is active; activate one before resuming the re-classification")
+    job.status = BulkJob.Status.QUEUED
+    job.error = ""
+    job.chunk_attempts = 0
+    job.finished_at = None
+    job.heartbeat_at = timezone.now()
+    job.save(update_fields=["status", "error", "chunk_attempts", "finished_at", "heartbeat_at"])
+    transaction.on_commit(partial(bulk_job_enqueue, job_id=job.pk, cursor=job.cursor), robust=True)
+    return job
 
 
 @transaction.atomic
@@ -112,6 +180,7 @@ def bulk_job_chunk_finish(*, job_id: int, cursor: int, product_ids: list[int], f
     job = BulkJob.objects.select_for_update().filter(pk=job_id).first()
     if job is None or job.status != BulkJob.Status.RUNNING or job.cursor != cursor:
         return None
+    job.chunk_attempts = 0
     if product_ids:
         job.failed += failed
         job.cursor = product_ids[-1]

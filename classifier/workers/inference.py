@@ -2,15 +2,30 @@
 
 Photos are read and the model runs outside any transaction; each result is then written in its own short
 transaction through classifier.services.classification (which hands the filing to the catalog).
+
+Each delivery is counted on the products' (or the bulk job's) row before the work starts and released when
+it ends: a count that keeps growing is a photo or chunk that kills its worker, failed at
+VITRINE_MAX_DELIVERIES instead of delivered again.
 """
 
 import logging
 from dataclasses import dataclass
 
+from django.conf import settings
+
 from catalog.models import Product
-from catalog.services import product_classification_fail, product_needs_classifying
+from catalog.services import (
+    product_classification_fail,
+    products_classification_release,
+    products_classification_start,
+)
 from classifier.ml.preprocess import ImageError, open_image
-from classifier.services.bulk import bulk_job_chunk_finish, bulk_job_chunk_start, bulk_job_fail
+from classifier.services.bulk import (
+    bulk_job_chunk_finish,
+    bulk_job_chunk_release,
+    bulk_job_chunk_start,
+    bulk_job_fail,
+)
 from classifier.services.classification import PhotoPrediction, prediction_record
 from classifier.workers import runtime
 
@@ -36,22 +51,27 @@ def _read_photo(product: Product) -> tuple[object | None, str | None]:
         return None, str(error)
 
 
-def products_classify(*, product_ids: list[int], again: bool = False) -> BatchOutcome:
+def products_classify_delivered(*, product_ids: list[int]) -> BatchOutcome:
+    """One delivery of the products' classification: the ones still waiting for it, counted while it runs."""
+    product_ids = products_classification_start(
+        product_ids=product_ids, max_attempts=settings.VITRINE_MAX_DELIVERIES
+    )
+    try:
+        return products_classify(product_ids=product_ids)
+    finally:
+        products_classification_release(product_ids=product_ids)
+
+
+def products_classify(*, product_ids: list[int]) -> BatchOutcome:
     """Classifies the products' photos in one batch with the active model version.
 
-    A photo already classified is skipped unless `again` (a bulk re-classification); a product gone is
-    skipped. Without a servable version nothing is written and the products wait for the sweep.
+    A product gone is skipped. Without a servable version nothing is written and the products wait for the
+    sweep.
     """
-    found = list(Product.objects.filter(pk__in=product_ids).order_by("pk"))
-    if len(found) < len(set(product_ids)):
-        gone = sorted(set(product_ids) - {product.pk for product in found})
+    products = list(Product.objects.filter(pk__in=product_ids).order_by("pk"))
+    if len(products) < len(set(product_ids)):
+        gone = sorted(set(product_ids) - {product.pk for product in products})
         logger.info("products %s no longer exist; nothing to classify", gone)
-    products = []
-    for product in found:
-        if again or product_needs_classifying(product=product):
-            products.append(product)
-        else:
-            logger.info("product %s: this photo is already classified; duplicate message skipped", product.pk)
     if not products:
         return BatchOutcome()
     served = runtime.active_classifier()
@@ -89,13 +109,18 @@ def products_classify(*, product_ids: list[int], again: bool = False) -> BatchOu
 
 def bulk_job_chunk_classify(*, job_id: int, cursor: int) -> None:
     """One chunk of a bulk re-classification: claim it, classify it, move the job's cursor on."""
-    product_ids = bulk_job_chunk_start(job_id=job_id, cursor=cursor)
+    product_ids = bulk_job_chunk_start(
+        job_id=job_id, cursor=cursor, max_attempts=settings.VITRINE_MAX_DELIVERIES
+    )
     if product_ids is None:
         return
-    if product_ids and runtime.active_classifier() is None:
-        bulk_job_fail(
-            job_id=job_id, error="No model version is active any more; activate one and start the job again."
-        )
-        return
-    outcome = products_classify(product_ids=product_ids, again=True)
-    bulk_job_chunk_finish(job_id=job_id, cursor=cursor, product_ids=product_ids, failed=outcome.failed)
+    try:
+        if product_ids and runtime.active_classifier() is None:
+            bulk_job_fail(
+                job_id=job_id, error="No model version is active any more; activate one and resume the job."
+            )
+            return
+        outcome = products_classify(product_ids=product_ids)
+        bulk_job_chunk_finish(job_id=job_id, cursor=cursor, product_ids=product_ids, failed=outcome.failed)
+    finally:
+        bulk_job_chunk_release(job_id=job_id, cursor=cursor)

@@ -151,6 +151,8 @@ def confidence_threshold(raw: str) -> float:
 VITRINE_CONFIDENCE_THRESHOLD = confidence_threshold(env("VITRINE_CONFIDENCE_THRESHOLD", default="0.95"))
 # Rows left pending/queued longer than this are re-enqueued by the sweep.
 VITRINE_STUCK_AFTER_SECONDS = env.int("VITRINE_STUCK_AFTER_SECONDS", default=120)
+# A photo (or a bulk chunk) whose worker died this many times is failed instead of delivered again.
+VITRINE_MAX_DELIVERIES = env.int("VITRINE_MAX_DELIVERIES", default=3)
 # "Retrain now" in the admin: the recipe a one-click run uses (the settings page can change it per run).
 # The pretrained EfficientNet-Lite2 at its input size (260 px); without its wheel, vitrine_cnn from scratch.
 VITRINE_RETRAIN_ARCH = env("VITRINE_RETRAIN_ARCH", default="effnet_lite2")

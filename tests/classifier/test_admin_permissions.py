@@ -56,7 +56,8 @@ ROLE_PERMISSIONS = {
             "classifier.view_modelversion",
             "classifier.view_modelactivation",
         ),
-        *("classifier.add_bulkjob", "classifier.view_bulkjob", "classifier.view_prediction"),
+        *("classifier.add_bulkjob", "classifier.change_bulkjob", "classifier.view_bulkjob"),
+        "classifier.view_prediction",
     },
     "Viewer": {
         *("catalog.view_product", "catalog.view_productimage", "catalog.view_category"),
@@ -105,6 +106,7 @@ ACTIONS = {
 }
 # The admin's own views that change data, by URL name.
 VIEWS = {
+    "catalog_product_classify_again": Row("catalog.change_product", EDITOR, "classify_again_one"),
     "catalog_reviewqueueitem_accept": Row("catalog.change_product", EDITOR, "accept_one"),
     "catalog_reviewqueueitem_set_category": Row("catalog.change_product", EDITOR, "set_category"),
     "classifier_modelversion_activate": Row("classifier.change_modelversion", OPERATOR, "activate_one"),
@@ -112,6 +114,8 @@ VIEWS = {
     "classifier_trainingrun_retrain": Row("classifier.add_trainingrun", OPERATOR, "retrain"),
     "classifier_trainingrun_cancel": Row("classifier.change_trainingrun", OPERATOR, "cancel_run"),
     "classifier_bulkjob_start_all": Row("classifier.add_bulkjob", OPERATOR, "start_all"),
+    "classifier_bulkjob_cancel": Row("classifier.change_bulkjob", OPERATOR, "cancel_job"),
+    "classifier_bulkjob_resume": Row("classifier.change_bulkjob", OPERATOR, "resume_job"),
 }
 # The admin's own views that only read, with the view permission each checks.
 READ_ONLY_VIEWS = {
@@ -233,10 +237,14 @@ def post(url_name: str, *args, **data) -> Send:
 def scenario(name: str, make_upload) -> tuple[Send, Effect]:
     shirt = Category.objects.create(name="Shirt", slug="shirt")
     trouser = Category.objects.create(name="Trouser", slug="trouser")
-    if name == "classify_again":
+    if name in ("classify_again", "classify_again_one"):
         item = product(make_upload)
         Product.objects.filter(pk=item.pk).update(status=Product.Status.FAILED, classification_error="boom")
-        send = action("catalog.product", "classify_again", [item.pk])
+        send = (
+            action("catalog.product", "classify_again", [item.pk])
+            if name == "classify_again"
+            else post("catalog_product_classify_again", item.pk)
+        )
         return send, lambda _: Product.objects.get(pk=item.pk).status == Product.Status.PENDING
     if name == "bulk_selected":
         version("v1", active=True)
@@ -320,6 +328,13 @@ def scenario(name: str, make_upload) -> tuple[Send, Effect]:
         job = BulkJob.objects.create(status=BulkJob.Status.SUCCEEDED, total=1, done=1)
         send = action("classifier.bulkjob", "delete_selected", [job.pk], post="yes")
         return send, lambda _: not BulkJob.objects.exists()
+    if name in ("cancel_job", "resume_job"):
+        version("v1", active=True)
+        status = BulkJob.Status.RUNNING if name == "cancel_job" else BulkJob.Status.FAILED
+        job = BulkJob.objects.create(status=status, total=4, done=2, cursor=20, error="boom")
+        send = post(f"classifier_bulkjob_{name.removesuffix('_job')}", job.pk)
+        after = BulkJob.Status.CANCELLED if name == "cancel_job" else BulkJob.Status.QUEUED
+        return send, lambda _: BulkJob.objects.get(pk=job.pk).status == after
     if name == "retrain":
         send = post("classifier_trainingrun_retrain", use_defaults="1")
         return send, lambda _: TrainingRun.objects.exists()
@@ -340,7 +355,7 @@ def shop_state() -> dict:
         "versions": list(ModelVersion.objects.order_by("pk").values_list("pk", "is_active")),
         "predictions": list(Prediction.objects.values_list("pk", flat=True)),
         "runs": list(TrainingRun.objects.order_by("pk").values_list("pk", "status", "cancel_requested")),
-        "jobs": list(BulkJob.objects.values_list("pk", flat=True)),
+        "jobs": list(BulkJob.objects.order_by("pk").values_list("pk", "status")),
     }
 
 

@@ -430,3 +430,86 @@ def test_work_a_worker_is_doing_cannot_be_deleted_but_finished_work_can(admin_cl
 
     assert admin_client.get(reverse(url_name, args=[running.pk])).status_code == 403
     assert admin_client.get(reverse(url_name, args=[finished.pk])).status_code == 200
+
+
+def test_a_running_bulk_job_is_cancelled_from_its_page_and_can_then_be_deleted_or_resumed(
+    admin_client, django_capture_on_commit_callbacks
+):
+    ModelVersion.objects.create(
+        name="live", artifact_path="live", model_sha256="0" * 64, architecture="seed_dense", is_active=True
+    )
+    job = BulkJob.objects.create(status=BulkJob.Status.RUNNING, total=10, done=4, cursor=40)
+    page_url = reverse("admin:classifier_bulkjob_change", args=[job.pk])
+    cancel_url = reverse("admin:classifier_bulkjob_cancel", args=[job.pk])
+    resume_url = reverse("admin:classifier_bulkjob_resume", args=[job.pk])
+    page = admin_client.get(page_url).content.decode()
+    assert f'action="{cancel_url}"' in page and resume_url not in page
+    assert admin_client.get(cancel_url).status_code == 405, "a link or a prefetch cancels nothing"
+
+    response = admin_client.post(cancel_url, follow=True)
+
+    page = response.content.decode()
+    assert f"Re-classification {job.pk} is cancelled: no further chunk is sent." in page
+    assert '<span id="bulk-status">Cancelled</span>' in page
+    assert f'action="{resume_url}"' in page
+    assert admin_client.get(reverse("admin:classifier_bulkjob_delete", args=[job.pk])).status_code == 200
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        admin_client.post(resume_url)
+
+    job.refresh_from_db()
+    assert (job.status, job.cursor, job.done) == (BulkJob.Status.QUEUED, 40, 4)
+    assert [callback.keywords for callback in callbacks] == [{"job_id": job.pk, "cursor": 40}]
+
+
+def test_a_failed_bulk_job_shows_why_and_is_retried_from_its_cursor(
+    admin_client, django_capture_on_commit_callbacks
+):
+    ModelVersion.objects.create(
+        name="live", artifact_path="live", model_sha256="0" * 64, architecture="seed_dense", is_active=True
+    )
+    job = BulkJob.objects.create(
+        status=BulkJob.Status.FAILED,
+        total=10,
+        done=4,
+        cursor=40,
+        error="At the products after id 40: The worker ran out of memory.",
+    )
+
+    page = admin_client.get(reverse("admin:classifier_bulkjob_change", args=[job.pk])).content.decode()
+    assert "At the products after id 40: The worker ran out of memory." in page
+    assert "Retry: resume where it stopped" in page
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = admin_client.post(reverse("admin:classifier_bulkjob_resume", args=[job.pk]), follow=True)
+
+    job.refresh_from_db()
+    assert (job.status, job.error, job.cursor) == (BulkJob.Status.QUEUED, "", 40)
+    assert [callback.keywords for callback in callbacks] == [{"job_id": job.pk, "cursor": 40}]
+    assert f"Re-classification {job.pk} goes on from where it stopped." in response.content.decode()
+    again = admin_client.post(reverse("admin:classifier_bulkjob_resume", args=[job.pk]), follow=True)
+    assert "only a failed or cancelled one can be resumed" in again.content.decode()
+
+
+def test_a_failed_product_is_retried_from_its_admin_page(
+    admin_client, reviewed, django_capture_on_commit_callbacks
+):
+    product = reviewed("Shirt", 1)[0]
+    Product.objects.filter(pk=product.pk).update(
+        status=Product.Status.FAILED,
+        classification_error="The worker died 3 times on this photo (out of memory or a crash).",
+        classification_attempts=0,
+    )
+    page_url = reverse("admin:catalog_product_change", args=[product.pk])
+    retry_url = reverse("admin:catalog_product_classify_again", args=[product.pk])
+    page = admin_client.get(page_url).content.decode()
+    assert "The worker died 3 times on this photo" in page
+    assert f'action="{retry_url}"' in page
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = admin_client.post(retry_url, follow=True)
+
+    product.refresh_from_db()
+    assert (product.status, product.classification_error) == (Product.Status.PENDING, "")
+    assert [callback.keywords for callback in callbacks] == [{"product_ids": [product.pk]}]
+    assert f"{product.name} is queued for classification." in response.content.decode()
+    assert retry_url not in response.content.decode(), "offered for a failed product only"

@@ -2,6 +2,8 @@
 
 Start a worker with `-A tests.e2e.slow_worker` and VITRINE_SLOW_TASKS="task.name=seconds[,...]"; each pause is
 logged (pause_line) before it begins, so the test knows the task is in hand when it kills the worker.
+With VITRINE_SLOW_PHOTOS="seconds" it pauses instead just before the model looks at the photos, after the
+delivery was counted on the products (photos_line), as a photo that kills its worker would.
 """
 
 import json
@@ -14,6 +16,7 @@ from celery.signals import task_prerun
 from config.celery_app import app
 
 SLOW_TASKS_ENV = "VITRINE_SLOW_TASKS"
+SLOW_PHOTOS_ENV = "VITRINE_SLOW_PHOTOS"
 logger = logging.getLogger(__name__)
 
 
@@ -24,6 +27,14 @@ def pause_line(task_name: str, **kwargs: object) -> str:
 def slow_tasks_env(**delays_s: float) -> dict[str, str]:
     """The worker environment that pauses each named task (dots as __ in the keyword) so many seconds."""
     return {SLOW_TASKS_ENV: ",".join(f"{name.replace('__', '.')}={s}" for name, s in delays_s.items())}
+
+
+def photos_line(product_ids: list[int]) -> str:
+    return f"pausing before classifying the photos of products {product_ids}"
+
+
+def slow_photos_env(seconds: float) -> dict[str, str]:
+    return {SLOW_PHOTOS_ENV: str(seconds)}
 
 
 _delays_s = {
@@ -39,6 +50,28 @@ def _pause(sender: object = None, task: object = None, kwargs: dict | None = Non
     if delay_s:
         logger.warning(pause_line(task.name, **(kwargs or {})))
         time.sleep(delay_s)
+
+
+_photos_delay_s = float(os.environ.get(SLOW_PHOTOS_ENV) or 0)
+
+
+@task_prerun.connect
+def _pause_before_the_photos(task: object = None, **extra: object) -> None:
+    if not _photos_delay_s or task.name != "classifier.tasks.classify_products":
+        return
+    from classifier.workers import inference  # the task imports it too, in this (solo) serving process
+
+    classify = inference.products_classify
+    if getattr(classify, "paused", False):
+        return
+
+    def paused(*, product_ids: list[int]) -> object:
+        logger.warning(photos_line(product_ids))
+        time.sleep(_photos_delay_s)
+        return classify(product_ids=product_ids)
+
+    paused.paused = True
+    inference.products_classify = paused
 
 
 __all__ = ["app"]

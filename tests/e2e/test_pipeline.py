@@ -16,7 +16,7 @@ from classifier.models import ModelVersion
 from classifier.services.classification import classification_enqueue
 from classifier.services.model_versions import model_version_activate, model_version_register
 from config.celery_app import app as celery_app
-from tests.e2e.slow_worker import pause_line, slow_tasks_env
+from tests.e2e.slow_worker import pause_line, photos_line, slow_photos_env, slow_tasks_env
 from tests.e2e.support import (
     BrokerQueues,
     CeleryWorker,
@@ -151,6 +151,35 @@ def test_a_task_whose_worker_is_killed_mid_task_is_redelivered_and_applied_once(
     product = wait_until_classified(product)
     assert product.model_version == active_model_version
     assert workers.applied_count(product.pk) == 1
+
+
+def test_a_photo_that_kills_its_worker_every_time_is_failed_at_the_delivery_limit(
+    workers: Workers, active_model_version: ModelVersion, broker_queues: BrokerQueues, photo_upload
+) -> None:
+    workers.stop_all()
+    limit = {"VITRINE_MAX_DELIVERIES": "2"}
+    product = product_create(name="Heavy coat", sku="HC-1", price=Decimal("90"), image=photo_upload())
+    for _death in range(2):
+        dying = workers.start(app="tests.e2e.slow_worker", extra_env={**limit, **slow_photos_env(60)})
+        wait_for(
+            lambda worker=dying: photos_line([product.pk]) in worker.log(),
+            timeout_s=CLASSIFIED_WITHIN_S,
+            what="the worker to start on the photo",
+        )
+        dying.kill()
+        # What the sweep does for a product queued too long (the killed delivery waits for its timeout).
+        assert classification_enqueue(product_ids=[product.pk]) == 1
+
+    workers.start(extra_env=limit)
+
+    wait_for(
+        lambda: product_status(product.pk) == Product.Status.FAILED,
+        timeout_s=CLASSIFIED_WITHIN_S,
+        what=f"product {product.pk} to be failed",
+    )
+    product.refresh_from_db()
+    assert product.classification_error.startswith("The worker died 2 times on this photo")
+    assert workers.applied_count(product.pk) == 0
 
 
 def test_editing_name_and_price_sends_nothing_to_the_worker(

@@ -1,0 +1,232 @@
+"""Every classification task ends: a product or bulk job whose work raises, or whose worker keeps dying, ends
+failed with the reason, is not sent again by the sweeps, and a person can retry it (and cancel a bulk job).
+
+In this process with a real tiny model; a worker really killed on a photo: tests/e2e/test_pipeline.py.
+"""
+
+import pathlib
+from decimal import Decimal
+
+import pytest
+from celery.exceptions import SoftTimeLimitExceeded
+from django.db import OperationalError
+from django.urls import reverse
+from rest_framework.test import APIClient
+
+from catalog.models import Product
+from catalog.services import product_create, products_classification_start
+from classifier.models import BulkJob, ModelVersion, Prediction
+from classifier.services.bulk import bulk_job_cancel, bulk_job_chunk_start, bulk_job_create, bulk_jobs_sweep
+from classifier.services.classification import products_sweep_stuck
+from classifier.services.model_versions import model_version_register
+from classifier.tasks import classify_products, classify_products_chunk
+from classifier.workers import runtime
+from tests.e2e.support import photo_bytes, tiny_model_dir
+from tests.roles import caller_user
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    return tiny_model_dir(base_dir=tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture
+def active_model_version(tiny_model: pathlib.Path) -> ModelVersion:
+    return model_version_register(artifact_dir=tiny_model, activate=True)
+
+
+@pytest.fixture
+def products(make_upload) -> list[Product]:
+    return [
+        product_create(
+            name=f"Shirt {seed}",
+            sku=f"SH-{seed}",
+            price=Decimal("20"),
+            image=make_upload(f"shirt{seed}.png", content=photo_bytes(seed=seed), image_format="PNG"),
+        )
+        for seed in (1, 2, 3)
+    ]
+
+
+@pytest.fixture
+def editor_api() -> APIClient:
+    client = APIClient()
+    client.force_authenticate(caller_user("catalog editor"))
+    return client
+
+
+@pytest.fixture
+def model_raises(monkeypatch, active_model_version: ModelVersion):
+    """Makes the served model raise `error` on every photo (as a photo that exhausts memory would)."""
+
+    def raising(error: BaseException) -> None:
+        _version, classifier = runtime.active_classifier()
+
+        def predict_images(images: list) -> list:
+            raise error
+
+        monkeypatch.setattr(classifier, "predict_images", predict_images)
+
+    return raising
+
+
+def status_of(product: Product) -> tuple[str, str]:
+    product.refresh_from_db()
+    return product.status, product.classification_error
+
+
+@pytest.mark.parametrize(
+    ("error", "shown"),
+    [
+        (MemoryError(), "The worker ran out of memory."),
+        (SoftTimeLimitExceeded(), "Stopped at its time limit of 60 s."),
+        (PermissionError(13, "Permission denied"), "PermissionError: [Errno 13] Permission denied"),
+    ],
+)
+def test_a_photo_that_makes_the_worker_raise_fails_the_product_and_the_sweep_leaves_it(
+    products, model_raises, error, shown, editor_api
+):
+    product = products[0]
+    model_raises(error)
+
+    with pytest.raises(type(error)):
+        classify_products([product.pk])
+
+    assert status_of(product) == (Product.Status.FAILED, shown)
+    assert products_sweep_stuck(older_than_s=0) == 2, "the other two products only"
+    assert status_of(product) == (Product.Status.FAILED, shown)
+    answer = editor_api.get(
+        reverse("catalog-api:product-classification", kwargs={"id_or_slug": product.pk})
+    )
+    assert (answer.json()["status"], answer.json()["error"]) == ("failed", shown)
+
+
+def test_a_transient_error_does_not_fail_the_product_or_count_as_a_death(products, monkeypatch, settings):
+    product = products[0]
+    settings.VITRINE_MAX_DELIVERIES = 2
+    monkeypatch.setattr(runtime, "active_classifier", lambda: (_ for _ in ()).throw(OperationalError("gone")))
+
+    for _delivery in range(settings.VITRINE_MAX_DELIVERIES + 2):
+        with pytest.raises(OperationalError):
+            classify_products([product.pk])
+
+    product.refresh_from_db()
+    assert (product.status, product.classification_attempts) == (Product.Status.PENDING, 0)
+
+
+def test_a_photo_whose_worker_died_max_times_is_failed_instead_of_delivered_again(
+    products, active_model_version, settings
+):
+    product, other = products[0], products[1]
+    settings.VITRINE_MAX_DELIVERIES = 3
+    # Three deliveries of the same message, each counted before its worker was killed (SIGKILL: nothing ran).
+    for _death in range(3):
+        assert products_classification_start(product_ids=[product.pk], max_attempts=3) == [product.pk]
+
+    classify_products([product.pk])
+    classify_products([other.pk])
+
+    assert status_of(product) == (
+        Product.Status.FAILED,
+        "The worker died 3 times on this photo (out of memory or a crash); it is not sent again until "
+        "someone classifies it again.",
+    )
+    assert not Prediction.objects.filter(product=product).exists()
+    assert products_sweep_stuck(older_than_s=0) == 1, "the third product only"
+    assert status_of(other)[0] in (Product.Status.CLASSIFIED, Product.Status.NEEDS_REVIEW)
+
+
+def test_deaths_before_a_delivery_that_ends_are_forgotten(products, active_model_version, settings):
+    product = products[0]
+    settings.VITRINE_MAX_DELIVERIES = 3
+    for _death in range(2):
+        products_classification_start(product_ids=[product.pk], max_attempts=3)
+
+    classify_products([product.pk])
+
+    product.refresh_from_db()
+    assert product.status in (Product.Status.CLASSIFIED, Product.Status.NEEDS_REVIEW)
+    assert product.classification_attempts == 0
+
+
+def test_a_failed_product_is_retried_from_the_api(products, model_raises, editor_api, monkeypatch):
+    product = products[0]
+    model_raises(MemoryError())
+    with pytest.raises(MemoryError):
+        classify_products([product.pk])
+    monkeypatch.undo()
+
+    answer = editor_api.post(
+        reverse("catalog-api:product-reclassify", kwargs={"id_or_slug": product.pk})
+    )
+    classify_products([product.pk])
+
+    assert answer.status_code == 202
+    assert (answer.json()["status"], answer.json()["error"]) == ("pending", "")
+    assert status_of(product)[0] in (Product.Status.CLASSIFIED, Product.Status.NEEDS_REVIEW)
+
+
+@pytest.fixture
+def job(products, active_model_version) -> BulkJob:
+    return bulk_job_create(products=products, chunk_size=2)
+
+
+def test_a_chunk_that_raises_fails_its_job_with_the_text_and_the_sweep_leaves_it(job, model_raises):
+    model_raises(SoftTimeLimitExceeded())
+
+    with pytest.raises(SoftTimeLimitExceeded):
+        classify_products_chunk(job.pk, 0)
+
+    job.refresh_from_db()
+    assert (job.status, job.error, job.cursor) == (
+        BulkJob.Status.FAILED,
+        "At the products after id 0: Stopped at its time limit of 300 s.",
+        0,
+    )
+    assert bulk_jobs_sweep(stale_after_s=0) == 0
+    job.refresh_from_db()
+    assert job.status == BulkJob.Status.FAILED
+
+
+def test_a_chunk_whose_worker_died_max_times_fails_its_job(job, settings, django_capture_on_commit_callbacks):
+    settings.VITRINE_MAX_DELIVERIES = 2
+    classify_products_chunk(job.pk, 0)
+    job.refresh_from_db()
+    cursor = job.cursor
+    for _death in range(2):
+        assert bulk_job_chunk_start(job_id=job.pk, cursor=cursor, max_attempts=2) is not None
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        classify_products_chunk(job.pk, cursor)
+
+    job.refresh_from_db()
+    assert job.status == BulkJob.Status.FAILED
+    assert job.error == (
+        f"The worker died 2 times on this chunk (the products after id {cursor}; out of memory or a crash). "
+        "Resume the job to try it again."
+    )
+    assert (job.done, callbacks) == (2, [])
+    assert bulk_jobs_sweep(stale_after_s=0) == 0
+
+
+def test_a_job_cancelled_while_a_chunk_runs_sends_no_further_chunk(
+    job, monkeypatch, django_capture_on_commit_callbacks
+):
+    _version, classifier = runtime.active_classifier()
+    predict_images = classifier.predict_images
+
+    def cancelled_meanwhile(images: list) -> list:
+        bulk_job_cancel(job=job)
+        return predict_images(images)
+
+    monkeypatch.setattr(classifier, "predict_images", cancelled_meanwhile)
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        classify_products_chunk(job.pk, 0)
+        classify_products_chunk(job.pk, 0)
+
+    job.refresh_from_db()
+    assert (job.status, job.cursor, job.done, callbacks) == (BulkJob.Status.CANCELLED, 0, 0, [])
+    assert bulk_jobs_sweep(stale_after_s=0) == 0
