@@ -6,10 +6,19 @@ transaction through classifier.services.classification (which hands the filing t
 Each delivery is counted on the products' (or the bulk job's) row before the work starts and released when
 it ends: a count that keeps growing is a photo or chunk that kills its worker, failed at
 VITRINE_MAX_DELIVERIES instead of delivered again.
+
+The solo pool enforces no task time limit, so reading the photos and running the model have a deadline of
+their own (VITRINE_INFERENCE_DEADLINE_S): they run in a helper thread the task waits for that long. A timer
+signal would not do: Python runs a signal handler only between bytecodes of the main thread, never while it
+waits inside a TensorFlow call. Nothing can stop a hung call from outside, so its thread is left behind
+(a daemon, holding no database connection) and the task fails its products; the worker goes on.
 """
 
 import logging
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from django.conf import settings
 
@@ -30,6 +39,7 @@ from classifier.services.classification import PhotoPrediction, prediction_recor
 from classifier.workers import runtime
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -38,6 +48,33 @@ class BatchOutcome:
     failed: int = 0
     # No version could be served: these products stay queued for the sweep.
     waiting: int = 0
+
+
+class InferenceDeadlineExceeded(Exception):
+    """Reading the photos or running the model hung past VITRINE_INFERENCE_DEADLINE_S."""
+
+
+def _within_deadline(work: Callable[[], T], *, deadline_s: float) -> T:
+    """work()'s result, or InferenceDeadlineExceeded when it has not returned within deadline_s."""
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = work()
+        except BaseException as error:  # handed over to the waiting task, which raises it
+            outcome["error"] = error
+
+    helper = threading.Thread(target=run, name="inference", daemon=True)
+    helper.start()
+    helper.join(timeout=deadline_s)
+    if helper.is_alive():
+        raise InferenceDeadlineExceeded(
+            f"Reading the photos and running the model took longer than {deadline_s:g} s "
+            "(VITRINE_INFERENCE_DEADLINE_S); the worker left it and went on."
+        )
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
 
 
 def _read_photo(product: Product) -> tuple[object | None, str | None]:
@@ -79,18 +116,24 @@ def products_classify(*, product_ids: list[int]) -> BatchOutcome:
         logger.warning("products %s wait: no model version can be served", [p.pk for p in products])
         return BatchOutcome(waiting=len(products))
     model_version, classifier = served
-    readable, images, failed = [], [], 0
-    for product in products:
-        image, problem = _read_photo(product)
-        if problem is None:
-            readable.append(product)
-            images.append(image)
-        else:
-            product_classification_fail(
-                product_id=product.pk, error=problem, image_sha256=product.image_sha256
-            )
-            failed += 1
-    predictions = classifier.predict_images(images) if images else []
+
+    def look_at_photos() -> tuple[list[tuple[Product, str]], list[Product], list]:
+        # No database here: this may run on in a thread the task has given up on.
+        unreadable, readable, images = [], [], []
+        for product in products:
+            image, problem = _read_photo(product)
+            if problem is None:
+                readable.append(product)
+                images.append(image)
+            else:
+                unreadable.append((product, problem))
+        return unreadable, readable, classifier.predict_images(images) if images else []
+
+    unreadable, readable, predictions = _within_deadline(
+        look_at_photos, deadline_s=settings.VITRINE_INFERENCE_DEADLINE_S
+    )
+    for product, problem in unreadable:
+        product_classification_fail(product_id=product.pk, error=problem, image_sha256=product.image_sha256)
     for product, prediction in zip(readable, predictions, strict=True):
         prediction_record(
             product_id=product.pk,
@@ -104,7 +147,7 @@ def products_classify(*, product_ids: list[int]) -> BatchOutcome:
             ),
             model_version=model_version,
         )
-    return BatchOutcome(classified=len(readable), failed=failed)
+    return BatchOutcome(classified=len(readable), failed=len(unreadable))
 
 
 def bulk_job_chunk_classify(*, job_id: int, cursor: int) -> None:

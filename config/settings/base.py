@@ -153,6 +153,8 @@ VITRINE_CONFIDENCE_THRESHOLD = confidence_threshold(env("VITRINE_CONFIDENCE_THRE
 VITRINE_STUCK_AFTER_SECONDS = env.int("VITRINE_STUCK_AFTER_SECONDS", default=120)
 # A photo (or a bulk chunk) whose worker died this many times is failed instead of delivered again.
 VITRINE_MAX_DELIVERIES = env.int("VITRINE_MAX_DELIVERIES", default=3)
+# Seconds one inference (reading a batch's photos and running the model) may take before its products fail.
+VITRINE_INFERENCE_DEADLINE_S = env.float("VITRINE_INFERENCE_DEADLINE_S", default=60.0)
 # "Retrain now" in the admin: the recipe a one-click run uses (the settings page can change it per run).
 # The pretrained EfficientNet-Lite2 at its input size (260 px); without its wheel, vitrine_cnn from scratch.
 VITRINE_RETRAIN_ARCH = env("VITRINE_RETRAIN_ARCH", default="effnet_lite2")

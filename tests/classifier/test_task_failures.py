@@ -5,6 +5,8 @@ In this process with a real tiny model; a worker really killed on a photo: tests
 """
 
 import pathlib
+import threading
+import time
 from decimal import Decimal
 
 import pytest
@@ -20,7 +22,7 @@ from classifier.services.bulk import bulk_job_cancel, bulk_job_chunk_start, bulk
 from classifier.services.classification import products_sweep_stuck
 from classifier.services.model_versions import model_version_register
 from classifier.tasks import classify_products, classify_products_chunk
-from classifier.workers import runtime
+from classifier.workers import inference, runtime
 from tests.e2e.support import photo_bytes, tiny_model_dir
 from tests.roles import caller_user
 
@@ -101,6 +103,40 @@ def test_a_photo_that_makes_the_worker_raise_fails_the_product_and_the_sweep_lea
         reverse("catalog-api:product-classification", kwargs={"id_or_slug": product.pk})
     )
     assert (answer.json()["status"], answer.json()["error"]) == ("failed", shown)
+
+
+@pytest.mark.parametrize("hung", ["model call", "photo read"])
+def test_a_hung_inference_fails_its_product_at_the_deadline_and_the_next_one_is_classified(
+    products, active_model_version, monkeypatch, settings, hung
+):
+    product, next_product = products[0], products[1]
+    settings.VITRINE_INFERENCE_DEADLINE_S = 0.5
+    released = threading.Event()
+    if hung == "model call":
+        _version, classifier = runtime.active_classifier()
+        predict_images = classifier.predict_images
+        monkeypatch.setattr(
+            classifier, "predict_images", lambda images: released.wait() or predict_images(images)
+        )
+    else:
+        read_photo = inference._read_photo
+        monkeypatch.setattr(inference, "_read_photo", lambda product: released.wait() or read_photo(product))
+
+    started = time.monotonic()
+    with pytest.raises(inference.InferenceDeadlineExceeded):
+        classify_products([product.pk])
+    waited_s = time.monotonic() - started
+    released.set()
+    monkeypatch.undo()
+    classify_products([next_product.pk])
+
+    assert waited_s < 5
+    assert status_of(product) == (
+        Product.Status.FAILED,
+        "InferenceDeadlineExceeded: Reading the photos and running the model took longer than 0.5 s "
+        "(VITRINE_INFERENCE_DEADLINE_S); the worker left it and went on.",
+    )
+    assert status_of(next_product)[0] in (Product.Status.CLASSIFIED, Product.Status.NEEDS_REVIEW)
 
 
 def test_a_transient_error_does_not_fail_the_product_or_count_as_a_death(products, monkeypatch, settings):
