@@ -8,7 +8,7 @@ imports this file before it forks its pool, and TensorFlow must not be loaded th
 from celery import Task, shared_task
 from celery.concurrency.prefork import TaskPool as PreforkPool
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import worker_ready
+from celery.signals import task_received, worker_ready
 from django.conf import settings
 from django.db import InterfaceError as DatabaseInterfaceError
 from django.db import OperationalError as DatabaseOperationalError
@@ -19,6 +19,7 @@ from catalog.services import products_classification_fail
 from classifier.services.bulk import bulk_job_fail, bulk_jobs_sweep
 from classifier.services.classification import products_sweep_stuck
 from classifier.services.training import training_runs_fail_orphaned, training_runs_sweep
+from classifier.workers import recovery
 
 # Errors that pass by themselves (database restarting, a lock held, broker reconnecting): retry with backoff.
 TRANSIENT_ERRORS = (DatabaseOperationalError, DatabaseInterfaceError, BrokerOperationalError)
@@ -132,3 +133,16 @@ def _sweep_background_jobs_at_start(sender: object, **kwargs: object) -> None:
         bulk_jobs_sweep()
     # A prefork parent must not hand its database connection down to the children it forks later.
     connections.close_all()
+
+
+@worker_ready.connect
+def _watch_deliveries(sender: object, **kwargs: object) -> None:
+    # The solo inference worker: what it holds is given back within seconds if it dies (Redis only).
+    consumed = {queue.name for queue in sender.task_consumer.queues}
+    if settings.VITRINE_INFERENCE_QUEUE in consumed and not isinstance(sender.pool, PreforkPool):
+        recovery.delivery_watch_start(app=sender.app, hostname=sender.hostname)
+
+
+@task_received.connect
+def _note_delivery_holder(sender: object, request: object, **kwargs: object) -> None:
+    recovery.delivery_held(request.message.delivery_tag)

@@ -4,11 +4,13 @@ Start a worker with `-A tests.e2e.slow_worker` and VITRINE_SLOW_TASKS="task.name
 logged (pause_line) before it begins, so the test knows the task is in hand when it kills the worker.
 With VITRINE_SLOW_PHOTOS="seconds" it pauses instead just before the model looks at the photos, after the
 delivery was counted on the products (photos_line), as a photo that kills its worker would.
+With VITRINE_FATAL_SKU="SKU" the worker kills itself (SIGKILL) whenever it reads that product's photo.
 """
 
 import json
 import logging
 import os
+import signal
 import time
 
 from celery.signals import task_prerun
@@ -17,6 +19,7 @@ from config.celery_app import app
 
 SLOW_TASKS_ENV = "VITRINE_SLOW_TASKS"
 SLOW_PHOTOS_ENV = "VITRINE_SLOW_PHOTOS"
+FATAL_SKU_ENV = "VITRINE_FATAL_SKU"
 logger = logging.getLogger(__name__)
 
 
@@ -72,6 +75,28 @@ def _pause_before_the_photos(task: object = None, **extra: object) -> None:
 
     paused.paused = True
     inference.products_classify = paused
+
+
+_fatal_sku = os.environ.get(FATAL_SKU_ENV, "")
+
+
+@task_prerun.connect
+def _die_on_the_fatal_photo(task: object = None, **extra: object) -> None:
+    if not _fatal_sku or task.name != "classifier.tasks.classify_products":
+        return
+    from classifier.workers import inference  # the task imports it too, in this (solo) serving process
+
+    read_photo = inference._read_photo
+    if getattr(read_photo, "fatal", False):
+        return
+
+    def fatal(product: object) -> object:
+        if product.sku == _fatal_sku:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return read_photo(product)
+
+    fatal.fatal = True
+    inference._read_photo = fatal
 
 
 __all__ = ["app"]

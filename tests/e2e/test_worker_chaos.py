@@ -1,0 +1,148 @@
+"""500 uploads while the inference worker is SIGKILLed three times and one photo kills it on every delivery.
+
+Workers run with the production visibility timeout (two hours): what comes back quickly comes back through
+classifier.workers.recovery, not through Redis's own timeout or the sweep.
+"""
+
+import base64
+import collections
+import json
+import re
+import threading
+import time
+from datetime import datetime
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from catalog.models import WAITING_STATUSES, Product
+from catalog.services import product_create
+from classifier.models import BulkJob, ModelVersion
+from tests.e2e.slow_worker import FATAL_SKU_ENV
+from tests.e2e.support import BrokerQueues, CeleryWorker, Workers, wait_for
+
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+UPLOADS = 500
+KILL_AFTER_UPLOADS = (120, 250, 380)
+POISON_SKU = "CH-50"
+MAX_DELIVERIES = 2
+APPLIED = re.compile(r"classification applied: product (\d+) ")
+
+
+def held_product_ids(broker_queues: BrokerQueues) -> set[int]:
+    """The products of the messages delivered and not acknowledged (a dead worker's, when none runs)."""
+    held = set()
+    for payload in broker_queues.client.hvals("unacked"):
+        message, _exchange, _routing_key = json.loads(payload)
+        _args, kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+        held.update(kwargs["product_ids"])
+    return held
+
+
+class Supervisor:
+    """Starts a worker whenever none runs (as docker's restart policy would) and notes each restart."""
+
+    def __init__(self, workers: Workers, broker_queues: BrokerQueues, env: dict[str, str]) -> None:
+        self.workers, self.broker_queues, self.env = workers, broker_queues, env
+        self.current: CeleryWorker | None = None
+        # (when the new worker was up, the products its dead predecessor held)
+        self.restarts: list[tuple[datetime, set[int]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "Supervisor":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self.current is None or not self.current.is_running():
+                held = held_product_ids(self.broker_queues)
+                try:
+                    self.current = self.workers.start(app="tests.e2e.slow_worker", extra_env=self.env)
+                except AssertionError:
+                    continue  # it died on the fatal photo before it said it was ready
+                self.restarts.append((timezone.now(), held))
+            time.sleep(0.05)
+
+    def kill_while_it_holds_a_message(self) -> None:
+        worker = wait_for(
+            lambda: self.current if self.current and self.current.is_running() else None,
+            timeout_s=120,
+            what="a running worker",
+        )
+        wait_for(lambda: self.broker_queues.client.hlen("unacked"), timeout_s=60, what="a delivered message")
+        if worker.is_running():
+            worker.kill()
+
+
+def test_uploads_through_three_worker_kills_and_a_photo_that_kills_its_worker(
+    workers: Workers, active_model_version: ModelVersion, broker_queues: BrokerQueues, photo_upload
+) -> None:
+    workers.stop_all()
+    env = {
+        "CELERY_VISIBILITY_TIMEOUT": "7200",
+        "VITRINE_MAX_DELIVERIES": str(MAX_DELIVERIES),
+        FATAL_SKU_ENV: POISON_SKU,
+    }
+    started = time.monotonic()
+    with Supervisor(workers, broker_queues, env) as supervisor:
+        for number in range(UPLOADS):
+            product_create(
+                name=f"Chaos {number}",
+                sku=f"CH-{number}",
+                price=Decimal("10"),
+                image=photo_upload(f"chaos{number}.png", seed=number),
+            )
+            if number in KILL_AFTER_UPLOADS:
+                supervisor.kill_while_it_holds_a_message()
+        uploaded_s = time.monotonic() - started
+        wait_for(
+            lambda: not Product.objects.filter(status__in=WAITING_STATUSES).exists(),
+            timeout_s=240,
+            what="every product to be classified or failed",
+            interval_s=0.5,
+        )
+    all_done_s = time.monotonic() - started
+
+    applied = collections.Counter(int(product_id) for product_id in APPLIED.findall(workers.logs()))
+    poison = Product.objects.get(sku=POISON_SKU)
+    others = Product.objects.exclude(pk=poison.pk)
+    assert others.count() == UPLOADS - 1
+    assert set(others.values_list("status", flat=True)) <= {
+        Product.Status.CLASSIFIED,
+        Product.Status.NEEDS_REVIEW,
+    }
+    assert {product_id: applied[product_id] for product_id in others.values_list("pk", flat=True)} == {
+        product_id: 1 for product_id in others.values_list("pk", flat=True)
+    }
+    assert poison.status == Product.Status.FAILED
+    assert poison.classification_error.startswith(f"The worker died {MAX_DELIVERIES} times on this photo")
+    assert applied[poison.pk] == 0
+    assert broker_queues.length("inference") == 0
+    assert broker_queues.client.hlen("unacked") == 0
+    assert not BulkJob.objects.filter(status=BulkJob.Status.RUNNING).exists()
+
+    changed_at = dict(others.values_list("pk", "status_changed_at"))
+    waits_s = [
+        (changed_at[product_id] - up_at).total_seconds()
+        for up_at, held in supervisor.restarts
+        for product_id in held
+        if product_id in changed_at
+    ]
+    kills = len(supervisor.restarts) - 1
+    print(
+        f"\n{UPLOADS} uploads in {uploaded_s:.1f} s, all done after {all_done_s:.1f} s; "
+        f"{kills} worker deaths; "
+        f"{len(waits_s)} photos held by a dead worker; longest wait from the restart to the classification: "
+        f"{max(waits_s, default=0):.1f} s"
+    )
+    assert kills >= len(KILL_AFTER_UPLOADS)
+    assert waits_s
+    assert max(waits_s) <= 10
