@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 HOLDER_KEY = "vitrine:delivery-holder:{tag}"
 ALIVE_KEY = "vitrine:worker-alive:{holder}"
 # A holder whose key is this old is dead; the check runs often enough to keep a live one's key fresh.
-ALIVE_FOR_S = 6
+ALIVE_FOR_S = 4
 CHECK_EVERY_S = 1.0
 
 
