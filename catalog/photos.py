@@ -84,6 +84,20 @@ def photo_store(*, owner: models.Model, upload: File) -> str:
     return name
 
 
+def photo_move_to_new_name(*, owner: models.Model) -> str:
+    """Stores the owner's photo (and its kept original) again under a new random name and returns that name;
+    the old files go once the change commits, so a URL handed out before stops working."""
+    field = owner._meta.get_field("image")
+    old_name = owner.image.name
+    with field.storage.open(old_name, "rb") as stored:
+        new_name = field.storage.save(field.generate_filename(owner, PurePath(old_name).name), stored)
+    if field.storage.exists(f"{ORIGINALS_PREFIX}{old_name}"):
+        with field.storage.open(f"{ORIGINALS_PREFIX}{old_name}", "rb") as original:
+            field.storage.save(f"{ORIGINALS_PREFIX}{new_name}", original)
+    photo_files_delete_on_commit(names=[old_name])
+    return new_name
+
+
 def photo_files_delete(*, names: Iterable[str]) -> None:
     """Removes these stored photos and their kept originals; a file already gone is no error."""
     for name in names:

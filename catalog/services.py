@@ -20,7 +20,12 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from catalog.models import DONE_STATUSES, WAITING_STATUSES, Category, Product
-from catalog.photos import photo_files_delete, photo_files_delete_on_commit, photo_store
+from catalog.photos import (
+    photo_files_delete,
+    photo_files_delete_on_commit,
+    photo_move_to_new_name,
+    photo_store,
+)
 from catalog.selectors import category_by_name, category_merged_target
 from catalog.signals import product_photos_changed
 from catalog.validators import validate_product_image
@@ -194,13 +199,22 @@ def _photo_replaced(*, product: Product, image_sha256: str) -> list[str]:
     return changed
 
 
+def _photos_to_new_names(product: Product) -> None:
+    """Unpublishing moves the photos to new random names: URLs seen while it was public stop working."""
+    product.image = photo_move_to_new_name(owner=product)
+    for extra in product.images.all():
+        extra.image = photo_move_to_new_name(owner=extra)
+        extra.save(update_fields=["image"])
+
+
 @transaction.atomic
 def product_update(*, product: Product, updated_by: AbstractBaseUser | None = None, **fields) -> Product:
     """Applies `fields` (name, description, price, sku, image, category, is_published) to the saved product.
 
     Only a photo with different bytes re-runs classification (enqueued after commit) and clears the old
-    prediction; the old photo's file is removed once the change commits. A category given here is a
-    person's choice and is never replaced by a prediction.
+    prediction; the old photo's file is removed once the change commits. Unpublishing moves the photos to new
+    names, so their public URLs stop working. A category given here is a person's choice and is never
+    replaced by a prediction.
     Writes only the changed columns, so a prediction saved meanwhile by a worker is not overwritten.
     """
     unknown = sorted(set(fields) - PRODUCT_EDITABLE_FIELDS)
@@ -229,6 +243,9 @@ def product_update(*, product: Product, updated_by: AbstractBaseUser | None = No
     product.full_clean(exclude=["image"])
     if replaced_photo is not None:
         product.image = photo_store(owner=product, upload=fields["image"])
+    elif "is_published" in changed and not product.is_published:
+        _photos_to_new_names(product)
+        changed.append("image")
     try:
         _save_unique(product, update_fields=[*dict.fromkeys(changed), "updated_at"])
     except Exception:
@@ -416,9 +433,7 @@ def products_classification_release(*, product_ids: list[int]) -> int:
     ).update(classification_attempts=F("classification_attempts") - 1)
 
 
-def _review_reason(
-    product: Product, *, threshold: float | None, unfamiliar: bool
-) -> Product.ReviewReason:
+def _review_reason(product: Product, *, threshold: float | None, unfamiliar: bool) -> Product.ReviewReason:
     """Why this prediction may not file the product by itself; NONE when it may."""
     if threshold is None:
         return Product.ReviewReason.NOT_VALIDATED

@@ -8,7 +8,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import URLPattern, get_resolver, reverse
 
-from catalog.models import Product
+from catalog.models import Product, ProductImage
 from catalog.services import product_update
 from tests.catalog.camera_photos import assert_served_clean_and_upright, gps_tagged_jpeg
 
@@ -76,3 +76,21 @@ def test_a_published_products_photo_url_is_public(anonymous_client, make_product
     listed = anonymous_client.get(reverse("catalog-api:product-list")).json()["results"]
 
     assert [item["image_url"] for item in listed] == [f"http://testserver/media/{product.image.name}"]
+
+
+def test_unpublishing_moves_the_photos_so_urls_handed_out_before_stop_working(
+    make_product, media_root, make_upload, django_capture_on_commit_callbacks
+):
+    product = make_product(name="Linen coat")
+    extra = ProductImage.objects.create(product=product, image=make_upload("side.png", image_format="PNG"))
+    public_names = [product.image.name, extra.image.name]
+    served = [(media_root / name).read_bytes() for name in public_names]
+
+    with django_capture_on_commit_callbacks(execute=True):
+        product = product_update(product=product, is_published=False)
+
+    extra.refresh_from_db()
+    moved_names = [product.image.name, extra.image.name]
+    assert not set(moved_names) & set(public_names)
+    assert not any((media_root / name).exists() for name in public_names)
+    assert [(media_root / name).read_bytes() for name in moved_names] == served
