@@ -1,5 +1,6 @@
 """Photos as a phone saves them: EXIF with a GPS position and an orientation, XMP, a comment, ICC."""
 
+import functools
 import io
 
 from PIL import ExifTags, Image, ImageCms
@@ -15,6 +16,8 @@ BACKGROUND = (200, 40, 40)
 SECRETS = (b"PhoneMaker", b"secret-xmp", b"secret-comment")
 
 
+# Made once: an ICC profile carries its creation time, so two calls a second apart would differ.
+@functools.cache
 def gps_tagged_jpeg() -> bytes:
     """A JPEG from a phone: GPS position, orientation, camera make, XMP, a comment and an sRGB ICC profile."""
     picture = Image.new("RGB", STORED_SIZE, BACKGROUND)

@@ -250,14 +250,15 @@ def test_a_chunk_whose_worker_died_max_times_fails_its_job(job, settings, django
 def test_a_job_cancelled_while_a_chunk_runs_sends_no_further_chunk(
     job, monkeypatch, django_capture_on_commit_callbacks
 ):
-    _version, classifier = runtime.active_classifier()
-    predict_images = classifier.predict_images
+    record = inference.prediction_record
 
-    def cancelled_meanwhile(images: list) -> list:
-        bulk_job_cancel(job=job)
-        return predict_images(images)
+    def cancelled_meanwhile(**prediction: object) -> Product:
+        # A person cancels while the chunk's predictions are being written.
+        if BulkJob.objects.filter(pk=job.pk, status=BulkJob.Status.RUNNING).exists():
+            bulk_job_cancel(job=job)
+        return record(**prediction)
 
-    monkeypatch.setattr(classifier, "predict_images", cancelled_meanwhile)
+    monkeypatch.setattr(inference, "prediction_record", cancelled_meanwhile)
 
     with django_capture_on_commit_callbacks() as callbacks:
         classify_products_chunk(job.pk, 0)
