@@ -14,6 +14,8 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
+from tests.e2e.support import tiny_model_dir
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ImageBytesFactory = Callable[..., bytes]
@@ -81,3 +83,9 @@ def make_upload(make_image_bytes: ImageBytesFactory) -> UploadFactory:
         return SimpleUploadedFile(name, content, content_type=CONTENT_TYPES.get(image_format, "image/jpeg"))
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A seed_dense model trained one epoch on a few Fashion-MNIST images (seconds), once per test session."""
+    return tiny_model_dir(base_dir=tmp_path_factory.getbasetemp())

@@ -22,7 +22,6 @@ from tests.e2e.support import (
     CeleryWorker,
     Workers,
     database_url_of_tests,
-    tiny_model_dir,
     worker_environment,
 )
 
@@ -63,11 +62,6 @@ def shared_media_and_models(
     """The live server stores photos and finds trained models where the worker process does."""
     settings.MEDIA_ROOT = str(browser_media_dir)
     settings.VITRINE_MODELS_DIR = browser_models_dir
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
-    return tiny_model_dir(base_dir=tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(autouse=True)

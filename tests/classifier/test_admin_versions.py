@@ -10,14 +10,8 @@ from catalog.models import Category, Product
 from classifier.models import ModelActivation, ModelVersion
 from classifier.selectors import model_version_active, model_version_artifact_file
 from classifier.services.model_versions import model_version_activate, model_version_register
-from tests.e2e.support import tiny_model_dir
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
-    return tiny_model_dir(base_dir=tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture

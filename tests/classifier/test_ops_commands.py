@@ -29,16 +29,10 @@ from tests.e2e.support import (
     BrokerQueues,
     database_url_of_tests,
     photo_bytes,
-    tiny_model_dir,
 )
 
 pytestmark = pytest.mark.django_db
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
-    return tiny_model_dir(base_dir=tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture

@@ -13,14 +13,8 @@ from classifier.models import ModelVersion
 from classifier.selectors import model_version_artifact_dir
 from classifier.services.model_versions import model_version_activate, model_version_register
 from classifier.workers import runtime
-from tests.e2e.support import tiny_model_dir
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
-    return tiny_model_dir(base_dir=tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture

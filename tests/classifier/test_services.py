@@ -28,17 +28,12 @@ from classifier.services.model_versions import (
     model_version_register,
 )
 from config.celery_app import app as celery_app
-from tests.e2e.support import BrokerQueues, broker_unreachable, tiny_model_dir
+from tests.e2e.support import BrokerQueues, broker_unreachable
 from tests.predictions import prediction_apply
 
 pytestmark = pytest.mark.django_db
 
 INFERENCE = "inference"
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
-    return tiny_model_dir(base_dir=tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture

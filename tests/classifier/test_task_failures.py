@@ -4,7 +4,6 @@ failed with the reason, is not sent again by the sweeps, and a person can retry 
 In this process with a real tiny model; a worker really killed on a photo: tests/e2e/test_pipeline.py.
 """
 
-import pathlib
 import threading
 import time
 from decimal import Decimal
@@ -20,23 +19,12 @@ from catalog.services import product_create, products_classification_start
 from classifier.models import BulkJob, ModelVersion, Prediction
 from classifier.services.bulk import bulk_job_cancel, bulk_job_chunk_start, bulk_job_create, bulk_jobs_sweep
 from classifier.services.classification import products_sweep_stuck
-from classifier.services.model_versions import model_version_register
 from classifier.tasks import classify_products, classify_products_chunk
 from classifier.workers import inference, runtime
-from tests.e2e.support import photo_bytes, tiny_model_dir
+from tests.e2e.support import photo_bytes
 from tests.roles import caller_user
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
-    return tiny_model_dir(base_dir=tmp_path_factory.getbasetemp())
-
-
-@pytest.fixture
-def active_model_version(tiny_model: pathlib.Path) -> ModelVersion:
-    return model_version_register(artifact_dir=tiny_model, activate=True)
 
 
 @pytest.fixture

@@ -17,19 +17,9 @@ from classifier.services.model_versions import model_version_activate, model_ver
 from classifier.tasks import classify_products, sweep_stuck_products
 from classifier.workers import runtime
 from config.celery_app import app as celery_app
-from tests.e2e.support import BrokerQueues, photo_bytes, tiny_model_dir
+from tests.e2e.support import BrokerQueues, photo_bytes
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
-    return tiny_model_dir(base_dir=tmp_path_factory.getbasetemp())
-
-
-@pytest.fixture
-def active_model_version(tiny_model: pathlib.Path) -> ModelVersion:
-    return model_version_register(artifact_dir=tiny_model, activate=True)
 
 
 @pytest.fixture

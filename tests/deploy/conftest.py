@@ -8,12 +8,6 @@ import pytest
 from classifier.models import ModelVersion
 from classifier.services.model_versions import model_version_register
 from tests.deploy.support import ModelCopy
-from tests.e2e.support import tiny_model_dir
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
-    return tiny_model_dir(base_dir=tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture

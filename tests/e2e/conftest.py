@@ -18,14 +18,8 @@ from tests.e2e.support import (
     Workers,
     database_url_of_tests,
     photo_bytes,
-    tiny_model_dir,
     worker_environment,
 )
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
-    return tiny_model_dir(base_dir=tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="session")
