@@ -8,7 +8,8 @@ embedded setup (SQLite + filesystem broker in a temporary folder), and says so. 
 `celery worker --pool solo` (unless --no-worker: then a worker must serve the same database and broker),
 registers the model (--artifact; default the newest in VITRINE_MODELS_DIR, else bootstrap_model trains one),
 then:
-  1. saves --products products one after another through catalog.services.product_create and prints p50 / p95
+  1. saves --products products one after another through product_create (catalog.services.products) and
+     prints p50 / p95
      of the time from the save call to the prediction being visible in the database (goal p50 <= 250 ms,
      p95 <= 1 s on 2 cores);
   2. saves --burst products as fast as it can and prints how many images per second the worker classified.
@@ -119,7 +120,7 @@ def main() -> None:
     from django.core.management import call_command
 
     from catalog.models import Product
-    from catalog.services import product_create
+    from catalog.services.products import product_create
     from classifier.services.model_versions import model_version_register
 
     worker = None

@@ -14,14 +14,16 @@ from django.views.decorators.http import require_POST
 from catalog.forms import ProductAdminForm, ProductImageForm
 from catalog.models import Category, Product, ProductImage, ReviewQueueItem
 from catalog.selectors import category_list_with_product_count, products_needing_review
-from catalog.services import (
-    PRODUCT_EDITABLE_FIELDS,
+from catalog.services.categories import (
     CategoryMergeError,
-    ProductSkuTaken,
-    ReviewError,
     categories_merge,
     categories_reactivate,
     categories_retire,
+)
+from catalog.services.products import (
+    PRODUCT_EDITABLE_FIELDS,
+    ProductSkuTaken,
+    ReviewError,
     product_accept_suggestion,
     product_create,
     product_file_under,

@@ -15,7 +15,7 @@ from django.db import OperationalError as DatabaseOperationalError
 from django.db import connections
 from kombu.exceptions import OperationalError as BrokerOperationalError
 
-from catalog.services import products_classification_fail
+from catalog.services.classification import products_classification_fail
 from classifier.services.bulk import bulk_job_fail, bulk_jobs_sweep
 from classifier.services.classification import products_sweep_stuck
 from classifier.services.training import training_runs_fail_orphaned, training_runs_sweep

@@ -7,7 +7,7 @@ from rest_framework import serializers
 from rest_framework.validators import UniqueValidator
 
 from catalog.models import Category, Product
-from catalog.services import SKU_TAKEN
+from catalog.services.products import SKU_TAKEN
 
 PRODUCT_CLASSIFICATION_VIEW = "catalog-api:product-classification"
 
@@ -90,9 +90,7 @@ class ProductCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200)
     sku = serializers.CharField(
         max_length=64,
-        validators=[
-            UniqueValidator(queryset=Product.objects.all(), message=SKU_TAKEN)
-        ],
+        validators=[UniqueValidator(queryset=Product.objects.all(), message=SKU_TAKEN)],
     )
     price = PriceField()
     image = serializers.FileField(

@@ -31,7 +31,7 @@ from catalog.api.serializers import (
     ProductSerializer,
 )
 from catalog.models import Category, Product
-from catalog.services import product_create, product_update, products_classify_again
+from catalog.services.products import product_create, product_update, products_classify_again
 from catalog.validators import ProductImageError
 
 # Anything else cannot be an id or a slug, so it is answered 404 without reaching the database.

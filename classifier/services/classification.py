@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from catalog.models import Product
 from catalog.selectors import product_ids_waiting
-from catalog.services import product_file_from_prediction, products_mark_queued
+from catalog.services.classification import product_file_from_prediction, products_mark_queued
 from classifier.models import ModelVersion, Prediction
 from classifier.services.dispatch import CLASSIFY_PRODUCTS, task_send
 from classifier.services.model_versions import model_version_threshold

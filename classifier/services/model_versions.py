@@ -12,7 +12,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from catalog.services import CategoryLabelError, category_for_label
+from catalog.services.categories import CategoryLabelError, category_for_label
 from classifier.ml.formats import METADATA_FILE, MODEL_FILE, ArtifactError, file_sha256, read_metadata
 from classifier.models import ModelActivation, ModelVersion
 from classifier.selectors import model_version_artifact_dir, model_version_roll_back_target

@@ -23,7 +23,7 @@ from typing import TypeVar
 from django.conf import settings
 
 from catalog.models import Product
-from catalog.services import (
+from catalog.services.classification import (
     product_classification_fail,
     products_classification_release,
     products_classification_start,

@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw
 from playwright.sync_api import Page, expect
 
 from catalog.models import Category
-from catalog.services import product_create
+from catalog.services.products import product_create
 from classifier.models import ModelVersion
 from tests.browser.conftest import STAFF_PASSWORD, STAFF_USERNAME, Screenshot
 from tests.e2e.support import CeleryWorker, photo_bytes

@@ -5,7 +5,7 @@ from decimal import Decimal
 import pytest
 
 from catalog.models import Category, Product
-from catalog.services import product_create
+from catalog.services.products import product_create
 from classifier.models import ModelVersion
 
 ProductFactory = Callable[..., Product]

@@ -15,7 +15,7 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from catalog.models import Product
-from catalog.services import product_create
+from catalog.services.products import product_create
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture(autouse=True)
 def quiet_classifier(monkeypatch) -> None:
     # Nothing here is about classification; no message goes to the broker.
-    monkeypatch.setattr("catalog.services._announce_photos_changed", lambda **_: None)
+    monkeypatch.setattr("catalog.services.products._announce_photos_changed", lambda **_: None)
 
 
 def at_once(monkeypatch, *calls: Callable[[], object]) -> list[object]:
@@ -88,9 +88,7 @@ def test_the_api_answers_400_naming_the_sku_when_another_request_took_it(
     assert len(stored_files()) == 1, "the refused product's photo is not left behind"
 
 
-def test_the_admin_shows_a_form_error_when_another_save_took_the_sku(
-    monkeypatch, make_upload, admin_user
-):
+def test_the_admin_shows_a_form_error_when_another_save_took_the_sku(monkeypatch, make_upload, admin_user):
     def post(name: str) -> Callable[[], object]:
         def send():
             client = Client()

@@ -16,7 +16,7 @@ from PIL import ExifTags, Image, ImageCms, PngImagePlugin
 
 from catalog.models import Product, ProductImage
 from catalog.photos import ORIGINALS_PREFIX, photo_without_metadata
-from catalog.services import product_create, product_update
+from catalog.services.products import product_create, product_update
 from config.media import media_file
 from tests.catalog.camera_photos import SECRETS, assert_served_clean_and_upright, gps_tagged_jpeg
 

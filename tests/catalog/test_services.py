@@ -8,13 +8,8 @@ from django.core.exceptions import ValidationError
 from catalog.models import Category, Product
 from catalog.photos import photo_without_metadata
 from catalog.selectors import products_needing_review
-from catalog.services import (
-    CategoryLabelError,
-    category_for_label,
-    product_create,
-    product_update,
-    products_classify_again,
-)
+from catalog.services.categories import CategoryLabelError, category_for_label
+from catalog.services.products import product_create, product_update, products_classify_again
 from tests.catalog.bad_files import BAD_FILES
 
 pytestmark = pytest.mark.django_db
@@ -277,7 +272,7 @@ def test_a_person_clearing_the_category_is_their_decision_and_the_next_predictio
     make_product, category, record_prediction, admin_user
 ):
     from catalog.selectors import products_reviewed_for_training
-    from catalog.services import product_file_from_prediction
+    from catalog.services.classification import product_file_from_prediction
     from classifier.models import ModelVersion
 
     product = record_prediction(make_product(), suggested=category, confidence=0.97)

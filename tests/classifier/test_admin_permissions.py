@@ -21,7 +21,7 @@ from django.test import Client, RequestFactory
 from django.urls import reverse
 
 from catalog.models import Category, Product
-from catalog.services import product_create
+from catalog.services.products import product_create
 from classifier.models import BulkJob, ModelVersion, Prediction, TrainingRun
 from classifier.services.model_versions import model_version_activate
 from tests.predictions import prediction_apply

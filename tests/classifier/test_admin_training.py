@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from catalog.models import Category, Product
-from catalog.services import product_create
+from catalog.services.products import product_create
 from classifier.ml.datasets import DatasetError, load_labelled_files
 from classifier.models import BulkJob, ModelVersion, TrainingRun
 from classifier.services.bulk import BulkJobError, bulk_job_create, bulk_jobs_sweep

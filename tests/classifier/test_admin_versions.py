@@ -208,7 +208,7 @@ def test_comparing_needs_exactly_two_versions(admin_client, version: ModelVersio
 def test_the_dashboard_shows_statuses_who_filed_categories_and_the_active_version(
     admin_client, version: ModelVersion, make_upload
 ):
-    from catalog.services import product_create
+    from catalog.services.products import product_create
 
     model_version_activate(model_version=version)
     shirt, trouser = Category.objects.get(name="Shirt"), Category.objects.get(name="Trouser")

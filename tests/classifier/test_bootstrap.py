@@ -9,7 +9,7 @@ import pytest
 from django.core.management import call_command
 
 from catalog.models import Category, Product
-from catalog.services import product_create
+from catalog.services.products import product_create
 from classifier.ml.backbones.efficientnet_lite import backbone_available
 from classifier.ml.starter import read_starter_summary
 from classifier.models import ModelVersion

@@ -13,7 +13,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from catalog.models import Category, Product
-from catalog.services import product_classification_fail, product_create
+from catalog.services.classification import product_classification_fail
+from catalog.services.products import product_create
 from classifier.models import ModelVersion, Prediction
 from classifier.selectors import model_version_active
 from classifier.services.classification import (

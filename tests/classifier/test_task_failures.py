@@ -15,7 +15,8 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from catalog.models import Product
-from catalog.services import product_create, products_classification_start
+from catalog.services.classification import products_classification_start
+from catalog.services.products import product_create
 from classifier.models import BulkJob, ModelVersion, Prediction
 from classifier.services.bulk import bulk_job_cancel, bulk_job_chunk_start, bulk_job_create, bulk_jobs_sweep
 from classifier.services.classification import products_sweep_stuck
@@ -87,9 +88,7 @@ def test_a_photo_that_makes_the_worker_raise_fails_the_product_and_the_sweep_lea
     assert status_of(product) == (Product.Status.FAILED, shown)
     assert products_sweep_stuck(older_than_s=0) == 2, "the other two products only"
     assert status_of(product) == (Product.Status.FAILED, shown)
-    answer = editor_api.get(
-        reverse("catalog-api:product-classification", kwargs={"id_or_slug": product.pk})
-    )
+    answer = editor_api.get(reverse("catalog-api:product-classification", kwargs={"id_or_slug": product.pk}))
     assert (answer.json()["status"], answer.json()["error"]) == ("failed", shown)
 
 
@@ -182,9 +181,7 @@ def test_a_failed_product_is_retried_from_the_api(products, model_raises, editor
         classify_products([product.pk])
     monkeypatch.undo()
 
-    answer = editor_api.post(
-        reverse("catalog-api:product-reclassify", kwargs={"id_or_slug": product.pk})
-    )
+    answer = editor_api.post(reverse("catalog-api:product-reclassify", kwargs={"id_or_slug": product.pk}))
     classify_products([product.pk])
 
     assert answer.status_code == 202

@@ -11,7 +11,7 @@ import pytest
 from django.core.files.storage import default_storage
 
 from catalog.models import Product
-from catalog.services import product_create
+from catalog.services.products import product_create
 from classifier.models import ModelVersion
 from classifier.services.model_versions import model_version_activate, model_version_register
 from classifier.tasks import classify_products, sweep_stuck_products

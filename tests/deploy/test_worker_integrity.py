@@ -16,7 +16,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 
 from catalog.models import Product
-from catalog.services import product_create
+from catalog.services.products import product_create
 from classifier.services.model_versions import model_version_activate
 from tests.deploy.support import (
     REPO_ROOT,

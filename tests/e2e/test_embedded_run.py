@@ -95,7 +95,7 @@ def test_run_serves_and_classifies_on_sqlite_and_the_filesystem_broker_and_stops
             "from decimal import Decimal\n"
             "from django.core.files.uploadedfile import SimpleUploadedFile\n"
             "from catalog.models import Product\n"
-            "from catalog.services import product_create\n"
+            "from catalog.services.products import product_create\n"
             f"photo = SimpleUploadedFile('photo.png', open('{tmp_path / 'photo.png'}', 'rb').read())\n"
             "product = product_create(name='Scarf', sku='SC-1', price=Decimal('5'), image=photo)\n"
             "deadline = time.monotonic() + 30\n"

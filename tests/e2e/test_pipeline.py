@@ -11,7 +11,7 @@ from django.forms import FileField
 from django.urls import reverse
 
 from catalog.models import Category, Product
-from catalog.services import product_create, product_update
+from catalog.services.products import product_create, product_update
 from classifier.models import ModelVersion
 from classifier.services.classification import classification_enqueue
 from classifier.services.model_versions import model_version_activate, model_version_register

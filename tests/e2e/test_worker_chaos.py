@@ -17,7 +17,7 @@ import pytest
 from django.utils import timezone
 
 from catalog.models import WAITING_STATUSES, Product
-from catalog.services import product_create
+from catalog.services.products import product_create
 from classifier.models import BulkJob, ModelVersion
 from tests.e2e.slow_worker import FATAL_SKU_ENV
 from tests.e2e.support import BrokerQueues, CeleryWorker, Workers, wait_for

@@ -10,7 +10,7 @@ from django.core.files.base import ContentFile
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from catalog.models import Product
-from catalog.services import product_create
+from catalog.services.products import product_create
 
 SAMPLE_FOLDER = pathlib.Path("clothing-small") / "validation"
 SKU_PREFIX = "DEMO-"

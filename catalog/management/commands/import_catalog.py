@@ -10,7 +10,8 @@ from django.core.files.base import ContentFile
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from catalog.models import Category, Product
-from catalog.services import CategoryLabelError, category_for_prediction, product_create
+from catalog.services.categories import CategoryLabelError, category_for_prediction
+from catalog.services.products import product_create
 
 SPLITS = ("train", "validation", "test")
 PROGRESS_EVERY = 100

@@ -9,7 +9,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import URLPattern, get_resolver, reverse
 
 from catalog.models import Product, ProductImage
-from catalog.services import product_update
+from catalog.services.products import product_update
 from tests.catalog.camera_photos import assert_served_clean_and_upright, gps_tagged_jpeg
 
 pytestmark = pytest.mark.django_db

@@ -1,10 +1,7 @@
-"""Writes to the catalog, the one module that writes products and categories, classification state included.
+"""Writing products: create, edit, photo changes, a person's category and review decisions.
 
 Every path that saves a product photo goes through here, so the catalog announces a new photo from one place
-(catalog.signals.product_photos_changed), once per photo, only after the row is committed. The classifier
-listens, predicts, and hands each prediction back to product_file_from_prediction(), which files the product
-under the catalog's rules.
-"""
+(catalog.signals.product_photos_changed), once per photo, only after the row is committed."""
 
 import logging
 from collections.abc import Iterable
@@ -15,18 +12,17 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.db import IntegrityError, transaction
-from django.db.models import F
 from django.utils import timezone
 from django.utils.text import slugify
 
-from catalog.models import DONE_STATUSES, WAITING_STATUSES, Category, Product
+from catalog.models import Category, Product
 from catalog.photos import (
     photo_files_delete,
     photo_files_delete_on_commit,
     photo_move_to_new_name,
     photo_store,
 )
-from catalog.selectors import category_by_name, category_merged_target
+from catalog.services.classification import PREDICTION_FIELDS
 from catalog.signals import product_photos_changed
 from catalog.validators import validate_product_image
 
@@ -40,15 +36,6 @@ PRODUCT_SLUG_BASE_LENGTH = Product._meta.get_field("slug").max_length - 10
 # Products saved at once under one name each take the next suffix; this many tries is plenty.
 SLUG_ATTEMPTS = 5
 SKU_TAKEN = "A product with this SKU already exists."
-# The fields a prediction writes: cleared when the photo changes, since they describe the old one.
-PREDICTION_FIELDS = (
-    "suggested_category",
-    "confidence",
-    "unfamiliarity",
-    "review_reason",
-    "model_version",
-    "classified_sha256",
-)
 
 
 def _announce_photos_changed(*, product_ids: list[int]) -> None:
@@ -282,36 +269,8 @@ def products_classify_again(*, products: Iterable[Product]) -> int:
     return len(product_ids)
 
 
-class CategoryLabelError(ValueError):
-    """A model class name that cannot become a category."""
-
-
-def category_for_label(*, label: str) -> Category:
-    """The category a model class name files products under, created (active) on first use."""
-    name = " ".join(label.split())
-    if not slugify(name):
-        raise CategoryLabelError(
-            f"class name {label!r} has no letters or digits to make a category slug from"
-        )
-    existing = category_by_name(name=name)
-    if existing is not None:
-        return existing
-    category, _ = Category.objects.get_or_create(slug=slugify(name), defaults={"name": name})
-    return category
-
-
 class ReviewError(ValueError):
     """A review decision that cannot be applied (no suggestion, a retired category)."""
-
-
-class CategoryMergeError(ValueError):
-    """Categories that cannot be merged as asked."""
-
-
-def category_for_prediction(*, label: str) -> Category:
-    """The category a model class name files products under now: a merged category's label leads to the
-    category it was merged into."""
-    return category_merged_target(category=category_for_label(label=label))
 
 
 def product_file_under(
@@ -347,219 +306,3 @@ def products_accept_suggestions(
         else:
             accepted += 1
     return accepted, problems
-
-
-@transaction.atomic
-def categories_merge(*, into: Category, merged: Iterable[Category]) -> int:
-    """Moves every product (and every suggestion) of `merged` to `into` and retires the merged categories.
-
-    A model class named after a merged category files into `into` from then on. Returns the products moved.
-    """
-    into = Category.objects.select_for_update().get(pk=into.pk)
-    if not into.is_active:
-        raise CategoryMergeError(f"{into.name} is retired; reactivate it before merging into it")
-    merged_ids = sorted({category.pk for category in merged} - {into.pk})
-    if not merged_ids:
-        raise CategoryMergeError(f"choose at least one category besides {into.name} to merge into it")
-    list(Category.objects.select_for_update().filter(pk__in=merged_ids))
-    now = timezone.now()
-    moved = Product.objects.filter(category_id__in=merged_ids).update(category=into, updated_at=now)
-    Product.objects.filter(suggested_category_id__in=merged_ids).update(
-        suggested_category=into, updated_at=now
-    )
-    # Earlier merges into a category merged now lead straight to the new target.
-    Category.objects.filter(merged_into_id__in=merged_ids).update(merged_into=into)
-    Category.objects.filter(pk__in=merged_ids).update(is_active=False, merged_into=into, updated_at=now)
-    return moved
-
-
-def categories_retire(*, categories: Iterable[Category]) -> int:
-    """Retired categories keep their products but are no longer offered, and predictions of them wait for
-    review instead of filing products."""
-    return Category.objects.filter(pk__in=[category.pk for category in categories], is_active=True).update(
-        is_active=False, updated_at=timezone.now()
-    )
-
-
-def categories_reactivate(*, categories: Iterable[Category]) -> int:
-    """Active again, and no longer redirected to a category they were merged into."""
-    return Category.objects.filter(pk__in=[category.pk for category in categories]).update(
-        is_active=True, merged_into=None, updated_at=timezone.now()
-    )
-
-
-# Classification state. The classifier predicts; these functions decide what a prediction does to a product.
-
-
-def products_mark_queued(*, product_ids: list[int]) -> int:
-    """Pending products whose classification was sent to a queue; a finished one is never turned back."""
-    now = timezone.now()
-    return Product.objects.filter(pk__in=product_ids, status__in=WAITING_STATUSES).update(
-        status=Product.Status.QUEUED, status_changed_at=now, updated_at=now
-    )
-
-
-@transaction.atomic
-def products_classification_start(*, product_ids: list[int], max_attempts: int) -> list[int]:
-    """Counts one more delivery of the products' classification; returns the ids to classify now.
-
-    Only products waiting for a classification are classified: one that has it, or that failed, is a
-    duplicate message's (a failed one waits for a person's "Classify again"). A product whose last
-    `max_attempts` deliveries never ended (each killed its worker) is failed instead of run again.
-    """
-    products = Product.objects.select_for_update().filter(pk__in=product_ids).order_by("pk")
-    to_classify = []
-    for product in products:
-        if product.status not in WAITING_STATUSES:
-            logger.info("product %s is %s; duplicate message skipped", product.pk, product.status)
-        elif product.classification_attempts >= max_attempts:
-            _classification_failed(
-                product,
-                error=f"The worker died {product.classification_attempts} times on this photo (out of memory "
-                "or a crash); it is not sent again until someone classifies it again.",
-            )
-        else:
-            product.classification_attempts += 1
-            product.save(update_fields=["classification_attempts", "updated_at"])
-            to_classify.append(product.pk)
-    return to_classify
-
-
-def products_classification_release(*, product_ids: list[int]) -> int:
-    """The delivery of these products' classification ended without killing its worker: it counts no more
-    (a product still waiting, say for a model version, is sent again by the sweep)."""
-    return Product.objects.filter(
-        pk__in=product_ids, status__in=WAITING_STATUSES, classification_attempts__gt=0
-    ).update(classification_attempts=F("classification_attempts") - 1)
-
-
-def _review_reason(product: Product, *, threshold: float | None, unfamiliar: bool) -> Product.ReviewReason:
-    """Why this prediction may not file the product by itself; NONE when it may."""
-    if threshold is None:
-        return Product.ReviewReason.NOT_VALIDATED
-    if unfamiliar:
-        return Product.ReviewReason.UNFAMILIAR
-    if not product.suggested_category.is_active:
-        return Product.ReviewReason.RETIRED_CATEGORY
-    if product.confidence < threshold:
-        return Product.ReviewReason.LOW_CONFIDENCE
-    return Product.ReviewReason.NONE
-
-
-@transaction.atomic
-def product_file_from_prediction(
-    *,
-    product_id: int,
-    image_sha256: str,
-    label: str,
-    confidence: float,
-    model_version_id: int,
-    threshold: float | None,
-    unfamiliarity: float | None = None,
-    unfamiliar: bool = False,
-) -> Product:
-    """Files the product from a prediction for the photo with hash `image_sha256`; twice changes nothing.
-
-    The catalog's rules: a person's category is never replaced; a prediction files the product only when its
-    model may file by itself (`threshold` None: never), the photo is like the ones the model learned from
-    (not `unfamiliar`), the category is active and `confidence` reaches `threshold`. Otherwise the suggestion
-    waits for review with the reason. A prediction for a photo since replaced is ignored.
-    """
-    product = Product.objects.select_for_update().get(pk=product_id)
-    if product.image_sha256 != image_sha256:
-        logger.info("product %s: prediction ignored, made for a photo since replaced", product_id)
-        return product
-    already_applied = (
-        product.status in DONE_STATUSES
-        and product.classified_sha256 == image_sha256
-        and product.model_version_id == model_version_id
-    )
-    if already_applied:
-        return product
-    product.suggested_category = category_for_prediction(label=label)
-    product.confidence = confidence
-    product.unfamiliarity = unfamiliarity
-    product.model_version_id = model_version_id
-    product.classified_sha256 = image_sha256
-    product.classification_error = ""
-    product.classification_attempts = 0
-    product.status_changed_at = timezone.now()
-    reason = _review_reason(product, threshold=threshold, unfamiliar=unfamiliar)
-    if product.category_source == Product.CategorySource.PERSON:
-        product.status, product.review_reason = Product.Status.CLASSIFIED, Product.ReviewReason.NONE
-    elif reason == Product.ReviewReason.NONE:
-        product.category = product.suggested_category
-        product.category_source = Product.CategorySource.PREDICTED
-        product.status, product.review_reason = Product.Status.CLASSIFIED, reason
-    else:
-        # A machine's earlier filing is withdrawn when the current model may not file; a person decides.
-        if product.category_source == Product.CategorySource.PREDICTED:
-            product.category = None
-            product.category_source = Product.CategorySource.NONE
-        product.status, product.review_reason = Product.Status.NEEDS_REVIEW, reason
-    # Only the prediction's own columns: a person's edit of other fields is never written back over.
-    product.save(
-        update_fields=[
-            *PREDICTION_FIELDS,
-            "classification_error",
-            "classification_attempts",
-            "status",
-            "status_changed_at",
-            "category",
-            "category_source",
-            "updated_at",
-        ]
-    )
-    logger.info(
-        "classification applied: product %s -> %s (%.3f, %s%s) by model version id %s",
-        product_id,
-        label,
-        confidence,
-        product.status,
-        f": {product.get_review_reason_display()}" if product.review_reason else "",
-        model_version_id,
-    )
-    return product
-
-
-@transaction.atomic
-def product_classification_fail(*, product_id: int, error: str, image_sha256: str | None = None) -> Product:
-    """Marks the product failed with a readable reason.
-
-    Given `image_sha256`, only while that is still the product's photo: a failure for an old photo is ignored.
-    """
-    product = Product.objects.select_for_update().get(pk=product_id)
-    if image_sha256 is not None and product.image_sha256 != image_sha256:
-        logger.info("product %s: failure ignored, it was for a photo since replaced", product_id)
-        return product
-    _classification_failed(product, error=error)
-    return product
-
-
-def _classification_failed(product: Product, *, error: str) -> None:
-    product.status = Product.Status.FAILED
-    product.classification_error = error
-    product.classification_attempts = 0
-    product.status_changed_at = timezone.now()
-    product.save(
-        update_fields=[
-            "status",
-            "classification_error",
-            "classification_attempts",
-            "status_changed_at",
-            "updated_at",
-        ]
-    )
-    logger.warning("classification failed: product %s: %s", product.pk, error)
-
-
-@transaction.atomic
-def products_classification_fail(*, product_ids: list[int], error: str) -> int:
-    """Fails those of the products still waiting for their classification (its task raised `error`); the
-    others were filed or failed before it raised. Returns how many it failed."""
-    products = Product.objects.select_for_update().filter(pk__in=product_ids, status__in=WAITING_STATUSES)
-    failed = 0
-    for product in products.order_by("pk"):
-        _classification_failed(product, error=error)
-        failed += 1
-    return failed
