@@ -4,6 +4,7 @@ person wins), or failed. The classifier predicts and hands each prediction to pr
 """
 
 import logging
+from functools import partial
 
 from django.db import transaction
 from django.db.models import F
@@ -14,6 +15,11 @@ from catalog.services.categories import category_for_prediction
 
 logger = logging.getLogger(__name__)
 
+
+def _log_after_commit(message: str, *args: object) -> None:
+    transaction.on_commit(partial(logger.info, message, *args), robust=True)
+
+
 # The fields a prediction writes: cleared when the photo changes, since they describe the old one.
 PREDICTION_FIELDS = (
     "suggested_category",
@@ -23,7 +29,6 @@ PREDICTION_FIELDS = (
     "model_version",
     "classified_sha256",
 )
-
 
 
 def products_mark_queued(*, product_ids: list[int]) -> int:
@@ -145,7 +150,8 @@ def product_file_from_prediction(
             "updated_at",
         ]
     )
-    logger.info(
+    # Said once it is true: a worker killed before the commit has applied nothing.
+    _log_after_commit(
         "classification applied: product %s -> %s (%.3f, %s%s) by model version id %s",
         product_id,
         label,

@@ -255,7 +255,7 @@ def test_a_prediction_for_a_replaced_photo_changes_nothing(
 
 
 def test_applying_the_same_prediction_twice_leaves_the_same_product(
-    product: Product, model_version: ModelVersion, caplog
+    product: Product, model_version: ModelVersion, caplog, django_capture_on_commit_callbacks
 ) -> None:
     arguments = dict(
         product_id=product.pk,
@@ -264,7 +264,10 @@ def test_applying_the_same_prediction_twice_leaves_the_same_product(
         confidence=0.9,
         model_version=model_version,
     )
-    with caplog.at_level(logging.INFO, logger="classifier.services.dispatch"):
+    with (
+        caplog.at_level(logging.INFO, logger="classifier.services.dispatch"),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
         first = prediction_apply(**arguments)
         second = prediction_apply(**arguments)
 

@@ -41,9 +41,9 @@ def test_classify_files_the_product_with_the_active_model_version(
 
 
 def test_classifying_the_same_photo_twice_applies_one_prediction(
-    product: Product, active_model_version: ModelVersion, caplog
+    product: Product, active_model_version: ModelVersion, caplog, django_capture_on_commit_callbacks
 ) -> None:
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO), django_capture_on_commit_callbacks(execute=True):
         classify_products([product.pk])
         first = Product.objects.get(pk=product.pk)
         classify_products([product.pk])
