@@ -65,17 +65,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
         "created_at",
     )
     # Files on disk and their hashes are facts of training; only the name and threshold are a person's call.
-    readonly_fields = (
-        "architecture",
-        "is_active",
-        "activated_at",
-        "artifact_path",
-        "model_sha256",
-        "data_fingerprint",
-        "class_names",
-        "metrics",
-        "created_at",
-    )
+    readonly_fields = tuple(field for field in fields if field not in ("name", "threshold"))
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         # Versions come from training (the retrain button, manage.py train / bootstrap_model).

@@ -10,7 +10,7 @@ keeps `keep_rate` of held-out photos of the known categories. numpy only, determ
 """
 
 import pathlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -65,15 +65,7 @@ class OodModel:
                 f"need held-out scores and a keep rate in (0, 1], got {len(held_out_scores)}, {keep_rate}"
             )
         threshold = float(np.quantile(np.asarray(held_out_scores, dtype=np.float64), keep_rate))
-        return OodModel(
-            mean=self.mean,
-            components=self.components,
-            class_means=self.class_means,
-            precision=self.precision,
-            residual_variance=self.residual_variance,
-            threshold=threshold,
-            keep_rate=keep_rate,
-        )
+        return replace(self, threshold=threshold, keep_rate=keep_rate)
 
     def arrays(self, *, prefix: str = "") -> dict[str, np.ndarray]:
         return {
