@@ -11,6 +11,9 @@ class ModelVersion(models.Model):
     name = models.CharField(max_length=100, unique=True)
     # Directory with model.keras + metadata.json (classifier.ml.artifact); relative to VITRINE_MODELS_DIR.
     artifact_path = models.CharField(max_length=500)
+    # With VITRINE_STORAGE=s3: the key prefix of its files under the bucket's models/ (model.keras's sha256);
+    # every host fetches them from there (classifier.artifacts). Blank: on the registering host's disk only.
+    artifact_key = models.CharField(max_length=100, blank=True)
     model_sha256 = models.CharField(max_length=64)
     architecture = models.CharField(max_length=64)
     class_names = models.JSONField(default=list)

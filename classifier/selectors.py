@@ -13,6 +13,7 @@ from django.db.models import Count, F, Q
 
 from catalog.models import Category, Product
 from catalog.selectors import products_needing_review
+from classifier.artifacts import model_version_artifact_dir, model_version_report_file
 from classifier.ml.formats import (
     ARTIFACT_IMAGES,
     BUILTIN_DATASETS,
@@ -43,20 +44,15 @@ def model_version_roll_back_target() -> ModelVersion | None:
     return activation.previous if activation is not None else None
 
 
-def model_version_artifact_dir(*, model_version: ModelVersion) -> pathlib.Path:
-    """The artifact directory on disk; relative paths are under VITRINE_MODELS_DIR."""
-    return pathlib.Path(settings.VITRINE_MODELS_DIR) / model_version.artifact_path
-
-
 def model_version_artifact_file(*, model_version: ModelVersion, name: str) -> pathlib.Path | None:
     """The named evaluation file of the version, or None unless it is a servable file inside its directory."""
     if not name or "/" in name or "\\" in name or not name.endswith(SERVABLE_SUFFIXES):
         return None
     artifact_dir = model_version_artifact_dir(model_version=model_version).resolve()
-    path = (artifact_dir / name).resolve()
-    if path.parent != artifact_dir or not path.is_file():
+    if (artifact_dir / name).resolve().parent != artifact_dir:
         return None
-    return path
+    path = model_version_report_file(model_version=model_version, name=name)
+    return path if path is not None and path.is_file() else None
 
 
 def _artifact_json(model_version: ModelVersion, name: str) -> dict | None:
@@ -98,7 +94,6 @@ class ModelVersionReport:
     # Temperature and calibration error (ECE) before and after; the out-of-distribution limit ({} if none).
     calibration: dict
     ood: dict
-
 
 
 def model_version_report(*, model_version: ModelVersion) -> ModelVersionReport:
@@ -172,13 +167,9 @@ def dashboard_figures() -> dict:
             "pk",
             filter=Q(category_source=Product.CategorySource.PERSON, suggested_category=F("category")),
         ),
-        person=Count(
-            "pk", filter=Q(category_source=Product.CategorySource.PERSON, category__isnull=False)
-        ),
+        person=Count("pk", filter=Q(category_source=Product.CategorySource.PERSON, category__isnull=False)),
         # A person's "no category" is a decision, not a product waiting to be filed.
-        left_out=Count(
-            "pk", filter=Q(category_source=Product.CategorySource.PERSON, category__isnull=True)
-        ),
+        left_out=Count("pk", filter=Q(category_source=Product.CategorySource.PERSON, category__isnull=True)),
         unfiled=Count(
             "pk", filter=Q(category__isnull=True) & ~Q(category_source=Product.CategorySource.PERSON)
         ),

@@ -7,13 +7,14 @@ pytest-django already provides `admin_user` and `admin_client` (a logged-in supe
 import io
 import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
+from tests.e2e.object_storage import S3Server, in_bucket_settings
 from tests.e2e.support import tiny_model_dir
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -89,3 +90,19 @@ def make_upload(make_image_bytes: ImageBytesFactory) -> UploadFactory:
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A seed_dense model trained one epoch on a few Fashion-MNIST images (seconds), once per test session."""
     return tiny_model_dir(base_dir=tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """An S3-compatible server over HTTP (moto's, in a subprocess) with one bucket, for this session."""
+    server = S3Server(log_path=tmp_path_factory.mktemp("s3") / "moto.log").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def in_bucket(settings, s3_server: S3Server) -> S3Server:
+    """This test process keeps photos and model versions in the bucket, which starts empty."""
+    s3_server.empty()
+    settings.STORAGES = in_bucket_settings(s3_server)
+    return s3_server

@@ -19,9 +19,9 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from classifier.artifacts import ArtifactFetchError, model_version_artifact_dir, model_version_fetch
 from classifier.ml.formats import METADATA_FILE, MODEL_FILE, file_sha256
 from classifier.models import ModelVersion
-from classifier.selectors import model_version_artifact_dir
 from classifier.services.model_versions import (
     model_version_activate,
     model_version_problem,
@@ -65,6 +65,10 @@ def model_version_export(*, model_version: ModelVersion, out_path: pathlib.Path)
     Refuses a version whose model file is not the registered one: a corrupt model must not travel.
     """
     out_path = pathlib.Path(out_path)
+    try:
+        model_version_fetch(model_version=model_version)
+    except ArtifactFetchError as error:
+        raise ModelArchiveError(f"not exported: {error}") from None
     problem = model_version_problem(model_version=model_version)
     if problem is not None:
         raise ModelArchiveError(f"not exported: {problem}")

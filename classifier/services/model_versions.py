@@ -13,9 +13,15 @@ from django.db import transaction
 from django.utils import timezone
 
 from catalog.services.categories import CategoryLabelError, category_for_label
+from classifier.artifacts import (
+    artifact_storage,
+    artifacts_upload,
+    model_version_artifact_dir,
+    stored_model_signature,
+)
 from classifier.ml.formats import METADATA_FILE, MODEL_FILE, ArtifactError, file_sha256, read_metadata
 from classifier.models import ModelActivation, ModelVersion
-from classifier.selectors import model_version_artifact_dir, model_version_roll_back_target
+from classifier.selectors import model_version_roll_back_target
 
 logger = logging.getLogger(__name__)
 
@@ -67,10 +73,18 @@ def model_version_register(
     stored_path = (
         artifact_dir.relative_to(models_dir) if artifact_dir.is_relative_to(models_dir) else artifact_dir
     )
+    # In the bucket before the row exists: a version any host can see is one every host can fetch.
+    artifact_key = ""
+    if artifact_storage() is not None:
+        try:
+            artifact_key = artifacts_upload(artifact_dir=artifact_dir, model_sha256=metadata["model_sha256"])
+        except Exception as error:  # botocore's errors: the bucket is unreachable or refuses the upload
+            raise ModelVersionError(f"{artifact_dir}: cannot upload it to the bucket ({error})") from error
     with transaction.atomic():
         model_version = ModelVersion.objects.create(
             name=name,
             artifact_path=str(stored_path),
+            artifact_key=artifact_key,
             model_sha256=metadata["model_sha256"],
             architecture=metadata["architecture"],
             class_names=list(metadata["class_names"]),
@@ -159,6 +173,11 @@ def model_version_problem(*, model_version: ModelVersion, reuse_known_hashes: bo
     model_path = artifact_dir / MODEL_FILE
     metadata_path = artifact_dir / METADATA_FILE
     prefix = f"model version {model_version.name}"
+    if model_version.artifact_key and not model_path.is_file():
+        # Not fetched to this host (the web never fetches a model): the bucket must hold it for the workers.
+        if stored_model_signature(model_version=model_version) == (None,):
+            return f"{prefix}: the bucket has no {model_version.artifact_key}/{MODEL_FILE}"
+        return None
     if not artifact_dir.is_dir():
         return f"{prefix}: its directory {artifact_dir} is missing"
     if not model_path.is_file():

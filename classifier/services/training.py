@@ -5,7 +5,10 @@ model version. Keras-free: the admin creates and cancels runs here; classifier.w
 import hashlib
 import json
 import logging
+import os
 import pathlib
+import shutil
+import tempfile
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -28,6 +31,8 @@ from classifier.validators import threshold_problem
 
 logger = logging.getLogger(__name__)
 
+# With object storage, reviewed photos are copied here (under VITRINE_MODELS_DIR) for training.
+PHOTO_CACHE_FOLDER = "photos"
 RECIPE_KEYS = ("architecture", "epochs", "image_size", "base_dataset")
 
 
@@ -159,6 +164,27 @@ def _base_dataset_files(base_dataset: str) -> list[tuple[pathlib.Path, str]]:
     return files
 
 
+def _photo_on_disk(*, name: str, image_sha256: str) -> str:
+    """A path the trainer can read: the stored file itself, or with object storage a copy in this host's
+    cache (VITRINE_MODELS_DIR/photos/, by content hash, so a retrain downloads only photos new to it)."""
+    try:
+        return default_storage.path(name)
+    except NotImplementedError:
+        pass
+    cache_dir = pathlib.Path(settings.VITRINE_MODELS_DIR) / PHOTO_CACHE_FOLDER
+    cached = cache_dir / f"{image_sha256}{pathlib.PurePath(name).suffix.lower()}"
+    if not cached.is_file():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        download = pathlib.Path(tempfile.mkstemp(dir=cache_dir, prefix=".partial-")[1])
+        try:
+            with default_storage.open(name, "rb") as stored, download.open("wb") as local:
+                shutil.copyfileobj(stored, local, length=1 << 20)
+            os.replace(download, cached)
+        finally:
+            download.unlink(missing_ok=True)
+    return str(cached)
+
+
 def training_set_collect(*, base_dataset: str = "") -> TrainingSet:
     """The reviewed products of active categories (a person set their category), plus the base data set's
     photos when named; categories with too few photos are left out. Raises TrainingRunError below 2."""
@@ -166,7 +192,11 @@ def training_set_collect(*, base_dataset: str = "") -> TrainingSet:
     labelled: list[tuple[str, str, str]] = []
     for product in products_reviewed_for_training():
         labelled.append(
-            (default_storage.path(product.image.name), product.category.name, product.image_sha256)
+            (
+                _photo_on_disk(name=product.image.name, image_sha256=product.image_sha256),
+                product.category.name,
+                product.image_sha256,
+            )
         )
     base_files = _base_dataset_files(base_dataset) if base_dataset else []
     training_set.base_photos = len(base_files)

@@ -18,10 +18,16 @@ import time
 
 import numpy as np
 
+from classifier.artifacts import (
+    ArtifactFetchError,
+    model_version_artifact_dir,
+    model_version_fetch,
+    stored_model_signature,
+)
 from classifier.ml.formats import METADATA_FILE, MODEL_FILE
 from classifier.ml.serving import Classifier, configure_tensorflow
 from classifier.models import ModelVersion
-from classifier.selectors import model_version_active, model_version_artifact_dir
+from classifier.selectors import model_version_active
 from classifier.services.model_versions import model_version_problem
 
 logger = logging.getLogger(__name__)
@@ -71,11 +77,29 @@ def _files_signature(model_version: ModelVersion) -> FileSignature:
             signature.append((stat.st_size, stat.st_mtime_ns, stat.st_ino))
         except OSError:
             signature.append(None)
+    if model_version.artifact_key:
+        # A refused download leaves nothing on disk: what may change is the bucket's object.
+        signature.append(stored_model_signature(model_version=model_version))
     return tuple(signature)
 
 
 def model_version_load(*, model_version: ModelVersion) -> Classifier:
-    """Loads the version after checking its file is the registered one; ServedModelError says why not."""
+    """Loads the version after checking its file is the registered one; ServedModelError says why not.
+
+    A version in the bucket is first fetched into this host's cache, kept only if it is the registered one.
+    """
+    fetched_before = (model_version_artifact_dir(model_version=model_version) / MODEL_FILE).is_file()
+    try:
+        artifact_dir = model_version_fetch(model_version=model_version)
+    except ArtifactFetchError as error:
+        raise ServedModelError(str(error)) from error
+    if model_version.artifact_key and not fetched_before:
+        logger.info(
+            "fetched model version %s from the bucket into %s, sha256 %s… verified",
+            model_version.name,
+            artifact_dir,
+            model_version.model_sha256[:12],
+        )
     problem = model_version_problem(model_version=model_version)
     if problem is not None:
         raise ServedModelError(problem)

@@ -124,7 +124,75 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 # (catalog.photos.ORIGINALS_PREFIX under MEDIA_ROOT, hidden by config/media.py and docker/Caddyfile).
 VITRINE_KEEP_ORIGINAL_PHOTOS = env.bool("VITRINE_KEEP_ORIGINAL_PHOTOS", default=False)
 
+# Where photos and model artifacts live. "filesystem" (the embedded default): MEDIA_ROOT and
+# VITRINE_MODELS_DIR on this machine. "s3": one S3-compatible bucket (django-storages), photos under media/
+# and each model version's files under models/<sha256>/; every host reads them through the storage API, no
+# disk is shared.
+STORAGE_CHOICES = ("filesystem", "s3")
+MEDIA_URL_CHOICES = ("signed", "public")
+
+
+def storages_config(*, storage: str, staticfiles_backend: str) -> dict:
+    """Django's STORAGES for the chosen storage; with "s3", an "artifacts" storage for model versions too."""
+    staticfiles = {"BACKEND": staticfiles_backend}
+    if storage == "filesystem":
+        return {
+            "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+            "staticfiles": staticfiles,
+        }
+    if storage not in STORAGE_CHOICES:
+        raise ImproperlyConfigured(
+            f"VITRINE_STORAGE must be one of {', '.join(STORAGE_CHOICES)}, not {storage!r}"
+        )
+    bucket = env("AWS_STORAGE_BUCKET_NAME", default="")
+    if not bucket:
+        raise ImproperlyConfigured(
+            "VITRINE_STORAGE is s3 but AWS_STORAGE_BUCKET_NAME is empty; name the bucket"
+        )
+    media_urls = env("VITRINE_MEDIA_URLS", default="signed")
+    if media_urls not in MEDIA_URL_CHOICES:
+        raise ImproperlyConfigured(
+            f"VITRINE_MEDIA_URLS must be one of {', '.join(MEDIA_URL_CHOICES)}, not {media_urls!r}"
+        )
+    endpoint_url = env("AWS_S3_ENDPOINT_URL", default="") or None
+    bucket_options = {
+        "bucket_name": bucket,
+        "endpoint_url": endpoint_url,
+        "region_name": env("AWS_S3_REGION_NAME", default="us-east-1"),
+        "access_key": env("AWS_ACCESS_KEY_ID", default="") or None,
+        "secret_key": env("AWS_SECRET_ACCESS_KEY", default="") or None,
+        "signature_version": "s3v4",
+        # MinIO and other self-hosted servers answer at one host name, not one per bucket.
+        "addressing_style": env("AWS_S3_ADDRESSING_STYLE", default="path" if endpoint_url else "auto"),
+    }
+    media = {
+        **bucket_options,
+        "location": "media",
+        # Photos are saved under new random names; a name taken is never overwritten.
+        "file_overwrite": False,
+        "querystring_auth": media_urls == "signed",
+        "querystring_expire": env.int("AWS_QUERYSTRING_EXPIRE", default=3600),
+        "custom_domain": (env("AWS_S3_CUSTOM_DOMAIN", default="") or None)
+        if media_urls == "public"
+        else None,
+        "url_protocol": env("AWS_S3_URL_PROTOCOL", default="https:"),
+    }
+    # Content-addressed (models/<sha256>/): the same name always holds the same bytes.
+    artifacts = {**bucket_options, "location": "models", "file_overwrite": True}
+    return {
+        "default": {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": media},
+        "artifacts": {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": artifacts},
+        "staticfiles": staticfiles,
+    }
+
+
+VITRINE_STORAGE = env("VITRINE_STORAGE", default="filesystem")
+STORAGES = storages_config(
+    storage=VITRINE_STORAGE, staticfiles_backend="django.contrib.staticfiles.storage.StaticFilesStorage"
+)
+
 # Classifier
+# With VITRINE_STORAGE=s3: this machine's own cache of the model versions it fetched from the bucket.
 VITRINE_MODELS_DIR = env.path("VITRINE_MODELS_DIR", default=VAR_DIR / "models")
 # The most a model_import may write to disk (the archive's files together), so an archive cannot fill it.
 VITRINE_MODEL_IMPORT_MAX_BYTES = env.int("VITRINE_MODEL_IMPORT_MAX_BYTES", default=2 * 1024**3)

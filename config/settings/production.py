@@ -9,7 +9,14 @@ from urllib.parse import urlsplit
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
-from .base import MIDDLEWARE, celery_broker_transport_options, env, logging_config
+from .base import (
+    MIDDLEWARE,
+    VITRINE_STORAGE,
+    celery_broker_transport_options,
+    env,
+    logging_config,
+    storages_config,
+)
 
 DEBUG = False
 SECRET_KEY = env("DJANGO_SECRET_KEY")
@@ -74,10 +81,9 @@ MIDDLEWARE.insert(
     MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
     "whitenoise.middleware.WhiteNoiseMiddleware",
 )
-STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
-}
+STORAGES = storages_config(
+    storage=VITRINE_STORAGE, staticfiles_backend="whitenoise.storage.CompressedManifestStaticFilesStorage"
+)
 
 # One JSON object per log line (DJANGO_LOG_FORMAT=plain for people reading a terminal).
 LOGGING = logging_config(log_format=env("DJANGO_LOG_FORMAT", default="json"))

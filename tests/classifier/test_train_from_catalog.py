@@ -164,3 +164,20 @@ def test_train_from_catalog_queue_is_trained_by_the_training_worker(
     assert run_row.worker.startswith("worker1@")
     assert not run_row.model_version.is_active
     assert run_row.model_version.class_names == sorted(SHAPE_CLASSES)
+
+
+@pytest.mark.django_db
+def test_train_from_catalog_with_photos_in_the_bucket_trains_on_local_copies_and_uploads_the_version(
+    tmp_path, settings, in_bucket
+):
+    settings.VITRINE_MODELS_DIR = tmp_path / "models"
+    import_shapes(tmp_path / "shapes")
+
+    run("train", "--from-catalog")
+
+    version = ModelVersion.objects.get()
+    assert in_bucket.keys("media/products/") and not list((tmp_path / "media").rglob("*.png"))
+    assert f"models/{version.model_sha256}/model.keras" in in_bucket.keys(f"models/{version.model_sha256}/")
+    assert version.artifact_key == version.model_sha256
+    copies = {path.stem for path in (tmp_path / "models" / "photos").iterdir()}
+    assert copies == set(Product.objects.values_list("image_sha256", flat=True))

@@ -247,3 +247,50 @@ def test_the_suite_itself_runs_on_postgresql_and_redis(settings) -> None:
 
     assert connection.vendor == "postgresql"
     assert settings.CELERY_BROKER_URL.startswith("redis://")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"VITRINE_STORAGE": "nfs"}, "VITRINE_STORAGE must be one of filesystem, s3, not 'nfs'"),
+        ({"VITRINE_STORAGE": "s3"}, "VITRINE_STORAGE is s3 but AWS_STORAGE_BUCKET_NAME is empty"),
+        (
+            {"VITRINE_STORAGE": "s3", "AWS_STORAGE_BUCKET_NAME": "shop", "VITRINE_MEDIA_URLS": "open"},
+            "VITRINE_MEDIA_URLS must be one of signed, public, not 'open'",
+        ),
+    ],
+)
+def test_a_storage_setting_that_cannot_work_stops_the_start_saying_which(
+    overrides: dict, message: str
+) -> None:
+    result = manage("check", env=production_environment(**overrides))
+
+    assert result.returncode != 0
+    assert f"ImproperlyConfigured: {message}" in result.stderr
+
+
+def test_public_media_urls_come_from_the_custom_domain_unsigned_and_models_stay_private() -> None:
+    environment = production_environment(
+        VITRINE_STORAGE="s3",
+        AWS_STORAGE_BUCKET_NAME="shop",
+        AWS_S3_ENDPOINT_URL="http://minio:9000",
+        VITRINE_MEDIA_URLS="public",
+        AWS_S3_CUSTOM_DOMAIN="shop.example.com/bucket",
+        AWS_ACCESS_KEY_ID="vitrine",
+        AWS_SECRET_ACCESS_KEY="not-a-real-secret",
+    )
+    result = manage(
+        "shell",
+        "-c",
+        "from django.core.files.storage import storages; "
+        "print(storages['default'].url('products/ab/x.jpg')); "
+        "print(storages['artifacts'].url('abc/model.keras'))",
+        env=environment,
+    )
+
+    assert result.returncode == 0, result.stderr
+    media_url, model_url = result.stdout.split()[-2:]
+    assert media_url == "https://shop.example.com/bucket/media/products/ab/x.jpg"
+    assert (
+        model_url.startswith("http://minio:9000/shop/models/abc/model.keras?") and "Signature=" in model_url
+    )

@@ -2,9 +2,10 @@
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from classifier.artifacts import ArtifactFetchError, model_version_artifact_dir, model_version_fetch
 from classifier.ml.formats import MODEL_FILE
 from classifier.models import ModelVersion
-from classifier.selectors import model_version_active, model_version_artifact_dir
+from classifier.selectors import model_version_active
 from classifier.services.model_versions import model_version_problem
 
 
@@ -30,6 +31,10 @@ class Command(BaseCommand):
             model_version = model_version_active()
             if model_version is None:
                 raise CommandError("no model version is active")
+        try:
+            model_version_fetch(model_version=model_version)
+        except ArtifactFetchError as error:
+            raise CommandError(str(error)) from None
         problem = model_version_problem(model_version=model_version)
         if problem is not None:
             raise CommandError(problem)
