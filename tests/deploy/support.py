@@ -20,31 +20,68 @@ if TYPE_CHECKING:
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
+# A worker-only host joining the stack (README "Running on several machines").
+WORKER_COMPOSE_FILE = REPO_ROOT / "docker-compose.worker.yml"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 ENV_EXAMPLE = REPO_ROOT / ".env.example"
+KUBERNETES_DIR = REPO_ROOT / "docker" / "kubernetes"
 # registered_copy("v2", activate=True) -> ModelVersion (tests/deploy/conftest.py).
 ModelCopy = Callable[..., "ModelVersion"]
 
 
-def compose() -> dict:
-    return yaml.safe_load(COMPOSE_FILE.read_text())
+def compose(path: pathlib.Path = COMPOSE_FILE) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+class MissingVariable(ValueError):
+    """A ${NAME:?message} whose NAME is empty: compose refuses to start, printing the message."""
+
+
+def kubernetes_resources() -> list[str]:
+    """The manifests docker/kubernetes/kustomization.yaml applies, in its order."""
+    return yaml.safe_load((KUBERNETES_DIR / "kustomization.yaml").read_text())["resources"]
+
+
+def kubernetes_manifests() -> list[dict]:
+    """Every object those manifests define (a file may hold several, separated by ---)."""
+    return [
+        document
+        for name in kubernetes_resources()
+        for document in yaml.safe_load_all((KUBERNETES_DIR / name).read_text())
+        if document
+    ]
 
 
 def interpolate(text: str, values: dict[str, str]) -> str:
-    """Compose's ${NAME:-default} (innermost first, so defaults may nest) and $$ (a literal $)."""
-    variable = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?::-([^{}]*))?\}")
-    while (replaced := variable.sub(lambda m: values.get(m.group(1)) or m.group(2) or "", text)) != text:
+    """Compose's ${NAME:-default} (innermost first, so defaults may nest), ${NAME:?message} and $$."""
+    variable = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)(?::([-?])([^{}]*))?\}")
+
+    def value(match: re.Match) -> str:
+        name, kind, fallback = match.groups()
+        if values.get(name):
+            return values[name]
+        if kind == "?":
+            raise MissingVariable(f"{name}: {fallback}")
+        return fallback or ""
+
+    while (replaced := variable.sub(value, text)) != text:
         text = replaced
     return text.replace("$$", "$")
 
 
-def service_command(name: str, values: dict[str, str] | None = None) -> list[str]:
-    return [interpolate(part, values or {}) for part in compose()["services"][name]["command"]]
+def service_command(
+    name: str, values: dict[str, str] | None = None, *, path: pathlib.Path = COMPOSE_FILE
+) -> list[str]:
+    return [interpolate(part, values or {}) for part in compose(path)["services"][name]["command"]]
 
 
-def healthcheck_command(name: str, values: dict[str, str] | None = None) -> list[str]:
+def healthcheck_command(
+    name: str, values: dict[str, str] | None = None, *, path: pathlib.Path = COMPOSE_FILE
+) -> list[str]:
     """The service's healthcheck as a command line for this machine (CMD-SHELL runs through sh)."""
-    test = [interpolate(part, values or {}) for part in compose()["services"][name]["healthcheck"]["test"]]
+    test = [
+        interpolate(part, values or {}) for part in compose(path)["services"][name]["healthcheck"]["test"]
+    ]
     if test[0] == "CMD-SHELL":
         return ["sh", "-c", test[1]]
     assert test[0] == "CMD", test

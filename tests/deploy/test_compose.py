@@ -3,36 +3,39 @@
 What the containers run is started on this machine by the other tests in this folder.
 """
 
+import pathlib
 import re
 import subprocess
 
 import pytest
 
 from tests.deploy.support import (
+    COMPOSE_FILE,
     DOCKERFILE,
     ENV_EXAMPLE,
     REPO_ROOT,
+    WORKER_COMPOSE_FILE,
     compose,
     interpolate,
     service_command,
     settings_read_by_the_code,
 )
 
-LONG_RUNNING = ("postgres", "redis", "web", "proxy", "worker-gpu", "worker-cpu", "beat", "flower")
+LONG_RUNNING = ("postgres", "redis", "minio", "web", "proxy", "worker-gpu", "worker-cpu", "beat", "flower")
 APP_SERVICES = ("migrate", "web", "worker-gpu", "worker-cpu", "beat", "flower")
 
 
 def test_the_compose_file_names_every_service_each_with_a_healthcheck() -> None:
     services = compose()["services"]
 
-    assert set(services) == {*LONG_RUNNING, "migrate"}
+    assert set(services) == {*LONG_RUNNING, "migrate", "minio-setup"}
     for name in LONG_RUNNING:
         healthcheck = services[name]["healthcheck"]
         assert healthcheck["test"][0] in ("CMD", "CMD-SHELL"), name
         assert {"interval", "timeout", "retries"} <= set(healthcheck), name
 
 
-def test_data_lives_in_named_volumes() -> None:
+def test_data_lives_in_named_volumes_of_its_servers_only() -> None:
     document = compose()
     services = document["services"]
 
@@ -40,16 +43,65 @@ def test_data_lives_in_named_volumes() -> None:
         mounts = [mount.split(":") for mount in services[service]["volumes"]]
         return next(source for source, mounted_at, *_ in mounts if mounted_at == target)
 
-    assert {"postgres-data", "redis-data", "media", "models"} <= set(document["volumes"])
+    assert set(document["volumes"]) == {"postgres-data", "redis-data", "minio-data", "caddy-data"}
     assert volume_of("postgres", "/var/lib/postgresql/data") == "postgres-data"
     assert volume_of("redis", "/data") == "redis-data"
-    for service in ("web", "worker-gpu", "worker-cpu"):
-        assert volume_of(service, "/data/media") == "media"
-        assert volume_of(service, "/data/models") == "models"
-        assert services[service]["environment"]["DJANGO_MEDIA_ROOT"] == "/data/media"
-        assert services[service]["environment"]["VITRINE_MODELS_DIR"] == "/data/models"
-    # The proxy serves the photos from the same volume the web process writes them to.
-    assert volume_of("proxy", "/srv/media") == "media"
+    assert volume_of("minio", "/data") == "minio-data"
+    # Web, workers and beat share nothing on disk: each may run on a host of its own.
+    for name in APP_SERVICES:
+        assert "volumes" not in services[name], name
+        assert "DJANGO_MEDIA_ROOT" not in services[name]["environment"], name
+    assert [mount.split(":")[0] for mount in services["proxy"]["volumes"]] == [
+        "./docker/Caddyfile",
+        "caddy-data",
+    ]
+
+
+def test_web_workers_and_beat_keep_photos_and_models_in_the_bucket() -> None:
+    services = compose()["services"]
+    environment = compose()["x-app-environment"]
+
+    for name in APP_SERVICES:
+        assert services[name]["environment"]["VITRINE_STORAGE"] == "s3", name
+    assert interpolate(environment["AWS_S3_ENDPOINT_URL"], {}) == "http://minio:9000"
+    assert interpolate(environment["AWS_STORAGE_BUCKET_NAME"], {}) == "vitrine"
+    assert interpolate(environment["AWS_S3_REGION_NAME"], {}) == "us-east-1"
+    # Photos through the proxy's /media/ on the shop's own domain, unless .env says otherwise.
+    assert interpolate(environment["VITRINE_MEDIA_URLS"], {}) == "public"
+    assert interpolate(environment["AWS_S3_CUSTOM_DOMAIN"], {"VITRINE_DOMAIN": "shop.example.com"}) == (
+        "shop.example.com"
+    )
+    assert (
+        services["proxy"]["environment"]["AWS_STORAGE_BUCKET_NAME"] == environment["AWS_STORAGE_BUCKET_NAME"]
+    )
+    # The credentials come from .env, never from the compose file.
+    assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & set(environment)
+
+
+def test_minio_is_pinned_healthy_and_set_up_once_before_the_app_starts() -> None:
+    services = compose()["services"]
+    setup = services["minio-setup"]
+
+    assert re.fullmatch(r"minio/minio:RELEASE\.\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ", services["minio"]["image"])
+    assert re.fullmatch(r"minio/mc:RELEASE\.\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ", setup["image"])
+    assert services["minio"]["healthcheck"]["test"] == ["CMD", "mc", "ready", "local"]
+    assert setup["depends_on"] == {"minio": {"condition": "service_healthy"}}
+    assert setup["restart"] == "no"
+    assert setup["volumes"] == ["./docker/minio:/setup:ro"]
+    assert setup["entrypoint"] == ["sh", "/setup/minio-setup.sh"]
+    assert (REPO_ROOT / "docker" / "minio" / "minio-setup.sh").is_file()
+    for name in ("web", "worker-gpu", "worker-cpu", "beat"):
+        assert services[name]["depends_on"]["minio-setup"] == {"condition": "service_completed_successfully"}
+    assert services["proxy"]["depends_on"]["minio"] == {"condition": "service_healthy"}
+
+
+def test_the_servers_are_published_on_the_private_address_only() -> None:
+    services = compose()["services"]
+
+    for name, port in (("postgres", 5432), ("redis", 6379), ("minio", 9000)):
+        (published,) = services[name]["ports"]
+        assert interpolate(published, {}) == f"127.0.0.1:{port}:{port}", name
+        assert interpolate(published, {"VITRINE_PRIVATE_ADDRESS": "10.0.0.5"}) == f"10.0.0.5:{port}:{port}"
 
 
 def test_the_gpu_worker_reserves_a_gpu_and_serves_only_the_inference_queue_in_one_process() -> None:
@@ -83,6 +135,7 @@ def test_app_services_start_after_the_schema_is_migrated() -> None:
     for name in ("web", "worker-gpu", "worker-cpu", "beat"):
         depends_on = services[name]["depends_on"]
         assert depends_on["migrate"]["condition"] == "service_completed_successfully", name
+        assert depends_on["minio-setup"]["condition"] == "service_completed_successfully", name
         assert depends_on["postgres"]["condition"] == "service_healthy", name
         assert depends_on["redis"]["condition"] == "service_healthy", name
     for name in APP_SERVICES:
@@ -113,8 +166,9 @@ def test_every_setting_the_code_reads_is_documented_in_env_example() -> None:
     )
 
 
-def test_the_compose_variables_are_documented_in_env_example() -> None:
-    used = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", (REPO_ROOT / "docker-compose.yml").read_text()))
+@pytest.mark.parametrize("compose_file", [COMPOSE_FILE, WORKER_COMPOSE_FILE], ids=lambda path: path.name)
+def test_the_compose_variables_are_documented_in_env_example(compose_file: pathlib.Path) -> None:
+    used = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", compose_file.read_text()))
     documented = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", ENV_EXAMPLE.read_text(), re.MULTILINE))
 
     assert used - documented == set()
@@ -123,7 +177,13 @@ def test_the_compose_variables_are_documented_in_env_example() -> None:
 def test_env_example_leaves_every_secret_blank() -> None:
     values = dict(re.findall(r"^([A-Z][A-Z0-9_]+)=(.*)$", ENV_EXAMPLE.read_text(), re.MULTILINE))
 
-    for secret in ("DJANGO_SECRET_KEY", "POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH"):
+    for secret in (
+        "DJANGO_SECRET_KEY",
+        "POSTGRES_PASSWORD",
+        "FLOWER_BASIC_AUTH",
+        "MINIO_ROOT_PASSWORD",
+        "AWS_SECRET_ACCESS_KEY",
+    ):
         assert values[secret] == "", secret
 
 
