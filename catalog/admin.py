@@ -97,6 +97,7 @@ class ProductAdmin(ConfidenceColumn, admin.ModelAdmin):
     readonly_fields = (
         "slug",
         "image_preview",
+        "colour_names",
         "category_source",
         "reviewed_at",
         "reviewed_by",
@@ -114,6 +115,10 @@ class ProductAdmin(ConfidenceColumn, admin.ModelAdmin):
         "updated_at",
     )
 
+    @admin.display(description="Colours")
+    def colour_names(self, obj: Product) -> str:
+        return ", ".join(obj.colors) or "—"
+
     def get_fieldsets(self, request: HttpRequest, obj: Product | None = None):
         if obj is None:
             return [(None, {"fields": PRODUCT_FIELDS_ON_ADD})]
@@ -129,7 +134,7 @@ class ProductAdmin(ConfidenceColumn, admin.ModelAdmin):
             classification.insert(1, "classification_error")
         return [
             (None, {"fields": ("name", "slug", "description", "price", "sku", "is_published")}),
-            ("Image", {"fields": ("image_preview", "image")}),
+            ("Image", {"fields": ("image_preview", "image", "colour_names")}),
             ("Category", {"fields": ("category", "category_source", "reviewed_at", "reviewed_by")}),
             ("Classification", {"fields": [*classification, "status_changed_at", "image_sha256"]}),
             ("History", {"fields": ("created_by", "created_at", "updated_at"), "classes": ["collapse"]}),

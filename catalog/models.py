@@ -62,6 +62,8 @@ class Product(models.Model):
     # sha256 of the image bytes: detects a changed photo and keeps one photo out of two data splits.
     image_sha256 = models.CharField(max_length=64, db_index=True, editable=False)
     is_published = models.BooleanField(default=True)
+    # The product's dominant colours in its photo (catalog.colors.COLOR_NAMES), the largest share first.
+    colors = models.JSONField(default=list, blank=True, editable=False)
 
     category = models.ForeignKey(
         Category, null=True, blank=True, on_delete=models.SET_NULL, related_name="products"

@@ -20,6 +20,7 @@ from django.db import models, transaction
 from django.db.models.signals import post_delete
 from PIL import Image, ImageCms, ImageOps
 
+from catalog.colors import photo_colors
 from catalog.models import Product, ProductImage, ReviewQueueItem
 from catalog.validators import ACCEPTED_FORMATS
 
@@ -82,6 +83,16 @@ def photo_store(*, owner: models.Model, upload: File) -> str:
     if settings.VITRINE_KEEP_ORIGINAL_PHOTOS:
         field.storage.save(f"{ORIGINALS_PREFIX}{name}", ContentFile(data))
     return name
+
+
+def photo_color_names(*, upload: File) -> list[str]:
+    """The product's dominant colour names in the photo (catalog.colors), the largest share first."""
+    upload.open("rb")
+    upload.seek(0)
+    with Image.open(upload, formats=ACCEPTED_FORMATS) as opened:
+        names = photo_colors(opened)
+    upload.seek(0)
+    return names
 
 
 def photo_move_to_new_name(*, owner: models.Model) -> str:

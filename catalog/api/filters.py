@@ -5,6 +5,7 @@ from rest_framework.filters import OrderingFilter, SearchFilter
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
+from catalog.colors import COLOR_NAMES
 from catalog.models import Product
 
 
@@ -15,9 +16,19 @@ class ProductFilter(django_filters.FilterSet):
         help_text="Slug of a category: only its products. An unknown slug gives an empty page.",
     )
 
+    color = django_filters.ChoiceFilter(
+        choices=[(name, name) for name in COLOR_NAMES],
+        method="filter_color",
+        help_text="A colour name: only products with that colour among their dominant ones.",
+    )
+
     class Meta:
         model = Product
-        fields = ["category"]
+        fields = ["category", "color"]
+
+    def filter_color(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
+        # The JSON list as text holds each name quoted; the choices keep quotes and wildcards out of value.
+        return queryset.filter(colors__icontains=f'"{value}"')
 
 
 # Each word adds a LIKE to the query; a name search needs few, and a flood of them must not cost a scan each.

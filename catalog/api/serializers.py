@@ -6,6 +6,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.validators import UniqueValidator
 
+from catalog.colors import COLOR_NAMES
 from catalog.models import Category, Product
 from catalog.services.products import SKU_TAKEN
 
@@ -44,6 +45,11 @@ class ProductSerializer(serializers.ModelSerializer):
     price = PriceField(read_only=True)
     image_url = serializers.ImageField(source="image", read_only=True, help_text="Absolute URL of the photo.")
     category = CategorySummarySerializer(read_only=True, allow_null=True)
+    colors = serializers.ListField(
+        child=serializers.ChoiceField(choices=COLOR_NAMES),
+        read_only=True,
+        help_text="The product's dominant colours in its photo, the largest share first.",
+    )
 
     class Meta:
         model = Product
@@ -54,6 +60,7 @@ class ProductSerializer(serializers.ModelSerializer):
             "description",
             "price",
             "image_url",
+            "colors",
             "category",
             "created_at",
             "updated_at",

@@ -48,7 +48,7 @@ ID_OR_SLUG_PARAMETER = OpenApiParameter(
 
 # Only what the storefront shows: no model building or type conversion for columns nobody reads.
 STOREFRONT_COLUMNS = (
-    *("id", "name", "slug", "description", "price", "image", "created_at", "updated_at"),
+    *("id", "name", "slug", "description", "price", "image", "colors", "created_at", "updated_at"),
     *("category__slug", "category__name"),
 )
 

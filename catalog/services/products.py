@@ -5,6 +5,7 @@ Every path that saves a product photo goes through here, so the catalog announce
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from decimal import Decimal
 from functools import partial
 
@@ -17,6 +18,7 @@ from django.utils.text import slugify
 
 from catalog.models import Category, Product
 from catalog.photos import (
+    photo_color_names,
     photo_files_delete,
     photo_files_delete_on_commit,
     photo_move_to_new_name,
@@ -102,6 +104,7 @@ def product_create(
         product.reviewed_by = created_by
     # The photo was checked above and is stored only once every other field is valid.
     product.full_clean(exclude=["image"])
+    product.colors = photo_color_names(upload=image)
     product.image = photo_store(owner=product, upload=image)
     try:
         _save_unique(product, force_insert=True)
@@ -172,6 +175,7 @@ def _photo_replaced(*, product: Product, image_sha256: str) -> list[str]:
     changed = [
         "image",
         "image_sha256",
+        "colors",
         "status",
         "status_changed_at",
         "classification_error",
@@ -229,6 +233,7 @@ def product_update(*, product: Product, updated_by: AbstractBaseUser | None = No
         return product
     product.full_clean(exclude=["image"])
     if replaced_photo is not None:
+        product.colors = photo_color_names(upload=fields["image"])
         product.image = photo_store(owner=product, upload=fields["image"])
     elif "is_published" in changed and not product.is_published:
         _photos_to_new_names(product)
@@ -306,3 +311,29 @@ def products_accept_suggestions(
         else:
             accepted += 1
     return accepted, problems
+
+
+@dataclass(frozen=True)
+class ColorsFilled:
+    named: int
+    # One line per product whose photo could not be read: its id and why.
+    problems: list[str]
+
+
+def products_colors_fill(*, every_product: bool = False) -> ColorsFilled:
+    """Names the dominant colours of products without any (or of every product), from their stored photos.
+
+    Writes only the colours column, so an edit or a classification saved meanwhile is kept.
+    """
+    products = Product.objects.all() if every_product else Product.objects.filter(colors=[])
+    named, problems = 0, []
+    for product in products.only("pk", "image").iterator():
+        try:
+            with product.image.open("rb") as stored:
+                colors = photo_color_names(upload=stored)
+        except (OSError, ValueError) as error:  # a missing file, or one Pillow cannot read
+            problems.append(f"product {product.pk}: cannot read its photo {product.image.name} ({error})")
+            continue
+        Product.objects.filter(pk=product.pk).update(colors=colors)
+        named += 1
+    return ColorsFilled(named=named, problems=problems)

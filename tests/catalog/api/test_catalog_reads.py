@@ -18,6 +18,7 @@ PUBLIC_PRODUCT_FIELDS = {
     "description",
     "price",
     "image_url",
+    "colors",
     "category",
     "created_at",
     "updated_at",
