@@ -103,7 +103,11 @@ def _broker_queue_counts(queue_names: list[str]) -> tuple[str, list[QueueCount],
 
 def queue_state() -> QueueState:
     """What waits where: broker queues, products by status, rows stuck past the sweep timeout, the model."""
-    queue_names = [settings.VITRINE_INFERENCE_QUEUE, settings.VITRINE_TRAINING_QUEUE]
+    queue_names = [
+        settings.VITRINE_INFERENCE_QUEUE,
+        settings.VITRINE_TRAINING_QUEUE,
+        settings.VITRINE_JOBS_QUEUE,
+    ]
     broker, queues, broker_error = _broker_queue_counts(queue_names)
     by_status = dict(Product.objects.values_list("status").annotate(count=Count("pk")).order_by())
     products_by_status = {value: by_status.get(value, 0) for value in Product.Status.values}

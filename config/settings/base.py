@@ -247,6 +247,8 @@ CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://localhost//")
 CELERY_BROKER_FILESYSTEM_DIR = env.path("CELERY_BROKER_FILESYSTEM_DIR", default=VAR_DIR / "broker")
 VITRINE_INFERENCE_QUEUE = env("VITRINE_INFERENCE_QUEUE", default="inference")
 VITRINE_TRAINING_QUEUE = env("VITRINE_TRAINING_QUEUE", default="training")
+# The catalog's background work: webhook deliveries and bulk imports (network and files, no model).
+VITRINE_JOBS_QUEUE = env("VITRINE_JOBS_QUEUE", default="jobs")
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
@@ -259,6 +261,7 @@ CELERY_TASK_ROUTES = {
     "classifier.tasks.classify_products_chunk": {"queue": VITRINE_INFERENCE_QUEUE},
     "classifier.tasks.sweep_stuck_products": {"queue": VITRINE_INFERENCE_QUEUE},
     "classifier.tasks.train*": {"queue": VITRINE_TRAINING_QUEUE},
+    "catalog.tasks.*": {"queue": VITRINE_JOBS_QUEUE},
 }
 # A message is acknowledged after its task ran, so a worker killed mid-task leaves it to be redelivered.
 CELERY_TASK_ACKS_LATE = True

@@ -117,10 +117,10 @@ def test_the_gpu_worker_reserves_a_gpu_and_serves_only_the_inference_queue_in_on
     assert "inference-gpu@$HOSTNAME" in interpolate(worker["healthcheck"]["test"][1], {})
 
 
-def test_the_cpu_worker_trains_and_falls_back_to_inference() -> None:
+def test_the_cpu_worker_trains_runs_the_catalogs_jobs_and_falls_back_to_inference() -> None:
     command = service_command("worker-cpu")
 
-    assert command[command.index("-Q") + 1].split(",") == ["training", "inference"]
+    assert command[command.index("-Q") + 1].split(",") == ["training", "inference", "jobs"]
     assert command[command.index("--pool") + 1] == "prefork"
     assert (
         service_command("worker-cpu", {"WORKER_CPU_QUEUES": "training"})[command.index("-Q") + 1]

@@ -28,7 +28,7 @@ COMPOSE_SERVICE_OF = {
     "vitrine-web": (COMPOSE_FILE, "web", {}),
     "vitrine-inference-gpu": (COMPOSE_FILE, "worker-gpu", {}),
     "vitrine-inference-cpu": (WORKER_COMPOSE_FILE, "worker-cpu", {}),
-    "vitrine-training": (COMPOSE_FILE, "worker-cpu", {"WORKER_CPU_QUEUES": "training"}),
+    "vitrine-training": (COMPOSE_FILE, "worker-cpu", {"WORKER_CPU_QUEUES": "training,jobs"}),
     "vitrine-beat": (COMPOSE_FILE, "beat", {}),
 }
 INFERENCE = ("vitrine-inference-gpu", "vitrine-inference-cpu")
@@ -122,7 +122,10 @@ def test_inference_workers_take_the_inference_queue_in_one_process_each_on_a_gpu
     assert container("vitrine-inference-gpu")["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert "nvidia.com/gpu" not in str(container("vitrine-inference-cpu")["resources"])
     assert "nvidia.com/gpu" not in str(container("vitrine-training")["resources"])
-    assert option(training, "-Q") == settings_map()["VITRINE_TRAINING_QUEUE"]
+    assert option(training, "-Q").split(",") == [
+        settings_map()["VITRINE_TRAINING_QUEUE"],
+        settings_map()["VITRINE_JOBS_QUEUE"],
+    ]
     # The prefetch follows the settings (one batch per worker): never pinned in a manifest.
     for name in COMPOSE_SERVICE_OF:
         pinned = [
@@ -164,29 +167,32 @@ def test_a_stopping_worker_finishes_its_task_within_the_grace_period() -> None:
     inference_limit = max(settings.CELERY_TASK_TIME_LIMIT, settings.VITRINE_INFERENCE_DEADLINE_S)
     for name in WORKERS:
         grace = pod_spec(name)["terminationGracePeriodSeconds"]
-        pre_stop = prestop_command(name)
+        waits = sum(int(option(pre_stop, "--timeout")) for pre_stop in prestop_commands(name))
         limit = settings.VITRINE_TRAINING_TIME_LIMIT_S if name == "vitrine-training" else inference_limit
 
         assert grace > limit, name
-        # The preStop's wait leaves time for the warm shutdown after it.
-        assert int(option(pre_stop, "--timeout")) + 30 <= grace, name
+        # The preStop's waits leave time for the warm shutdown after them.
+        assert waits + 30 <= grace, name
 
 
-def prestop_command(name: str) -> list[str]:
+def prestop_commands(name: str) -> list[list[str]]:
+    """The preStop's commands, one per queue the worker consumes, run one after the other (&&)."""
     shell, flag, line = container(name)["lifecycle"]["preStop"]["exec"]["command"]
     assert [shell, flag] == ["sh", "-c"]
-    return shlex.split(line)
+    return [shlex.split(part) for part in line.split("&&")]
 
 
-def test_the_prestop_stops_the_worker_consuming_its_own_queue() -> None:
+def test_the_prestop_stops_the_worker_consuming_each_of_its_queues() -> None:
     for name in WORKERS:
         command = container(name)["command"]
-        pre_stop = prestop_command(name)
-
-        assert pre_stop[:5] == ["celery", "-A", "config.celery_app", "control", "cancel_consumer"], name
-        assert pre_stop[5] == option(command, "-Q"), name
-        # %h is the pod's name, which is $HOSTNAME inside it.
-        assert option(pre_stop, "--destination") == option(command, "--hostname").replace("%h", "$HOSTNAME")
+        cancelled = []
+        for pre_stop in prestop_commands(name):
+            assert pre_stop[:5] == ["celery", "-A", "config.celery_app", "control", "cancel_consumer"], name
+            cancelled.append(pre_stop[5])
+            # %h is the pod's name, which is $HOSTNAME inside it.
+            node = option(command, "--hostname").replace("%h", "$HOSTNAME")
+            assert option(pre_stop, "--destination") == node, name
+        assert cancelled == option(command, "-Q").split(","), name
 
 
 def test_the_keda_scaled_object_scales_the_gpu_workers_on_the_inference_list() -> None:

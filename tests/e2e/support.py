@@ -183,7 +183,7 @@ class CeleryWorker:
             "--pool",
             "solo",
             "--queues",
-            f"{settings.VITRINE_INFERENCE_QUEUE},{settings.VITRINE_TRAINING_QUEUE}",
+            f"{settings.VITRINE_INFERENCE_QUEUE},{settings.VITRINE_TRAINING_QUEUE},{settings.VITRINE_JOBS_QUEUE}",
             "--hostname",
             f"{self.name}@%h",
             "--loglevel",

@@ -117,7 +117,7 @@ def test_run_serves_and_classifies_on_sqlite_and_the_filesystem_broker_and_stops
             ["ps", "-o", "pgid=", "--ppid", str(run.pid)], capture_output=True, text=True, check=True
         )
         child_groups += [int(group) for group in children.stdout.split()]
-        assert len(child_groups) == 4, "web server, inference and training workers, sweep scheduler"
+        assert len(child_groups) == 5, "web server, inference, training and jobs workers, sweep scheduler"
 
         run.send_signal(signal.SIGINT)
 

@@ -1,4 +1,4 @@
-"""python manage.py run: the web server and the Celery workers and beat side by side; Ctrl-C stops them all.
+"""python manage.py run: the web server, the Celery workers and beat side by side; Ctrl-C stops them all.
 
 Uses whatever the settings name: SQLite and the filesystem broker by default, PostgreSQL / Redis when
 DATABASE_URL / CELERY_BROKER_URL are set. Creates a superuser first when there is none.
@@ -30,7 +30,7 @@ class Child:
 
 
 class Command(BaseCommand):
-    help = "Run the web server, the inference and training workers and the sweep scheduler; Ctrl-C stops all."
+    help = "Run the web server, the inference, training and jobs workers and beat; Ctrl-C stops them all."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("addrport", nargs="?", default="127.0.0.1:8000")
@@ -61,6 +61,18 @@ class Command(BaseCommand):
                 settings.VITRINE_TRAINING_QUEUE,
                 "--hostname",
                 "training@%h",
+            ],
+            # Threads: webhook deliveries and imports wait on the network and files, not on the cores.
+            "jobs worker": [
+                *worker,
+                "--pool",
+                "threads",
+                "--concurrency",
+                "4",
+                "--queues",
+                settings.VITRINE_JOBS_QUEUE,
+                "--hostname",
+                "jobs@%h",
             ],
             "sweep scheduler": [
                 *celery,
