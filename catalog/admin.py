@@ -433,3 +433,7 @@ class CategoryAdmin(admin.ModelAdmin):
     def product_count(self, obj: Category) -> str:
         url = reverse("admin:catalog_product_changelist")
         return format_html('<a href="{}?category__id__exact={}">{}</a>', url, obj.pk, obj.product_count)
+
+
+# Registered here because Django discovers admin.py only.
+from catalog import admin_webhooks  # noqa: E402, F401

@@ -1,3 +1,4 @@
+import secrets
 import uuid
 from pathlib import PurePath
 
@@ -142,3 +143,65 @@ class ReviewQueueItem(Product):
         proxy = True
         verbose_name = "review queue item"
         verbose_name_plural = "review queue"
+
+
+def webhook_secret_new() -> str:
+    return secrets.token_urlsafe(32)
+
+
+class WebhookEndpoint(models.Model):
+    """A storefront's URL that is told, by signed POSTs, when products are classified or change category."""
+
+    class Event(models.TextChoices):
+        PRODUCT_CLASSIFIED = "product.classified", "A product was classified (filed, or sent to review)"
+        PRODUCT_CATEGORY_CHANGED = "product.category_changed", "A product's category changed"
+
+    name = models.CharField(max_length=100)
+    url = models.URLField(max_length=500, help_text="Receives a POST with a JSON body for each event.")
+    events = models.JSONField(default=list, help_text="The events this URL is told about.")
+    secret = models.CharField(
+        max_length=100,
+        default=webhook_secret_new,
+        help_text=(
+            "Each POST carries X-Vitrine-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of '<t>.<body>' "
+            "with this secret>; the receiver recomputes it (README, Webhooks)."
+        ),
+    )
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class WebhookDelivery(models.Model):
+    """One event for one endpoint: sent by a worker, tried again with backoff until it is answered 2xx."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        DELIVERED = "delivered", "Delivered"
+        FAILED = "failed", "Failed (gave up)"
+
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
+    # Unique per event and endpoint: the receiver can drop a delivery it has already seen.
+    delivery_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    event = models.CharField(max_length=50, choices=WebhookEndpoint.Event.choices)
+    payload = models.JSONField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField()
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "webhook deliveries"
+        indexes = [models.Index(fields=["status", "next_attempt_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.event} to {self.endpoint}"

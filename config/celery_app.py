@@ -38,4 +38,9 @@ def _sweep_schedule(sender: Celery, **kwargs: object) -> None:
             "task": "classifier.tasks.sweep_background_jobs",
             "schedule": 60.0,
         },
+        # Webhook deliveries whose message was lost (a broker outage) are sent again from here.
+        "sweep-webhook-deliveries": {
+            "task": "catalog.tasks.sweep_webhook_deliveries",
+            "schedule": 60.0,
+        },
     }

@@ -37,6 +37,7 @@ from catalog.validators import ProductImageError
 # Anything else cannot be an id or a slug, so it is answered 404 without reaching the database.
 ID_OR_SLUG = re.compile(r"[-a-zA-Z0-9_]{1,220}")
 LARGEST_ID = 2**63 - 1
+TEXT_WITHOUT_NUL = r"^[^\x00]*$"
 ID_OR_SLUG_PARAMETER = OpenApiParameter(
     "id_or_slug",
     OpenApiTypes.STR,
@@ -81,6 +82,14 @@ def field_errors(error: DjangoValidationError) -> serializers.ValidationError:
 @extend_schema_view(
     get=extend_schema(
         summary="List published products",
+        # Text without NUL bytes, which no slug or name holds (a NUL is a 400 naming the parameter).
+        parameters=[
+            OpenApiParameter(
+                "category",
+                {"type": "string", "maxLength": 100, "pattern": TEXT_WITHOUT_NUL},
+                description="Slug of a category: only its products. An unknown slug gives an empty page.",
+            ),
+        ],
         responses={200: ProductSerializer(many=True), **error_responses(400, 401, 429)},
     ),
     post=extend_schema(

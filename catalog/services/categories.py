@@ -8,6 +8,7 @@ from django.utils.text import slugify
 
 from catalog.models import Category, Product
 from catalog.selectors import category_by_name, category_merged_target
+from catalog.services.webhooks import product_events_record
 
 
 class CategoryLabelError(ValueError):
@@ -52,7 +53,10 @@ def categories_merge(*, into: Category, merged: Iterable[Category]) -> int:
         raise CategoryMergeError(f"choose at least one category besides {into.name} to merge into it")
     list(Category.objects.select_for_update().filter(pk__in=merged_ids))
     now = timezone.now()
+    previous = dict(Product.objects.filter(category_id__in=merged_ids).values_list("pk", "category_id"))
     moved = Product.objects.filter(category_id__in=merged_ids).update(category=into, updated_at=now)
+    for product in Product.objects.filter(pk__in=previous).select_related("category"):
+        product_events_record(product=product, previous_category_id=previous[product.pk], classified=False)
     Product.objects.filter(suggested_category_id__in=merged_ids).update(
         suggested_category=into, updated_at=now
     )

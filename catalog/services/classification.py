@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from catalog.models import DONE_STATUSES, WAITING_STATUSES, Product
 from catalog.services.categories import category_for_prediction
+from catalog.services.webhooks import product_events_record
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +117,7 @@ def product_file_from_prediction(
     )
     if already_applied:
         return product
+    previous_category_id = product.category_id
     product.suggested_category = category_for_prediction(label=label)
     product.confidence = confidence
     product.unfamiliarity = unfamiliarity
@@ -150,6 +152,7 @@ def product_file_from_prediction(
             "updated_at",
         ]
     )
+    product_events_record(product=product, previous_category_id=previous_category_id, classified=True)
     # Said once it is true: a worker killed before the commit has applied nothing.
     _log_after_commit(
         "classification applied: product %s -> %s (%.3f, %s%s) by model version id %s",

@@ -25,6 +25,7 @@ from catalog.photos import (
     photo_store,
 )
 from catalog.services.classification import PREDICTION_FIELDS
+from catalog.services.webhooks import product_events_record
 from catalog.signals import product_photos_changed
 from catalog.validators import validate_product_image
 
@@ -215,6 +216,7 @@ def product_update(*, product: Product, updated_by: AbstractBaseUser | None = No
             f"editable: {', '.join(sorted(PRODUCT_EDITABLE_FIELDS))}"
         )
     product = Product.objects.select_for_update().get(pk=product.pk)
+    previous_category_id = product.category_id
     changed: list[str] = []
     # The stored name of the photo a new one replaces; None while the photo stays.
     replaced_photo: str | None = None
@@ -247,6 +249,7 @@ def product_update(*, product: Product, updated_by: AbstractBaseUser | None = No
     if replaced_photo is not None:
         photo_files_delete_on_commit(names=[replaced_photo])
         _announce_photos_changed_on_commit(product_ids=[product.pk])
+    product_events_record(product=product, previous_category_id=previous_category_id, classified=False)
     return product
 
 

@@ -17,9 +17,10 @@ from django.db.models import F, Max, Q
 from django.utils import timezone
 
 from catalog.models import Product
+from catalog.queues import task_send
 from classifier.models import BulkJob
 from classifier.selectors import JOB_IN_PROGRESS, model_version_active
-from classifier.services.dispatch import CLASSIFY_PRODUCTS_CHUNK, task_send
+from classifier.services.dispatch import CLASSIFY_PRODUCTS_CHUNK
 
 logger = logging.getLogger(__name__)
 

@@ -13,10 +13,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from catalog.models import Product
+from catalog.queues import task_send
 from catalog.selectors import product_ids_waiting
 from catalog.services.classification import product_file_from_prediction, products_mark_queued
 from classifier.models import ModelVersion, Prediction
-from classifier.services.dispatch import CLASSIFY_PRODUCTS, task_send
+from classifier.services.dispatch import CLASSIFY_PRODUCTS
 from classifier.services.model_versions import model_version_threshold
 
 logger = logging.getLogger(__name__)

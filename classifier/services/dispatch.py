@@ -1,27 +1,7 @@
-"""Sending work to the Celery queues by task name, so web processes never import the tasks (or TensorFlow).
-
-The queue of each task comes from CELERY_TASK_ROUTES; the task itself lives in classifier.tasks.
+"""The classifier's task names. They are sent by name (catalog.queues.task_send), so web processes never
+import the tasks (or TensorFlow); the tasks themselves live in classifier.tasks.
 """
-
-import logging
-
-from celery import current_app
-
-logger = logging.getLogger(__name__)
 
 CLASSIFY_PRODUCTS = "classifier.tasks.classify_products"
 CLASSIFY_PRODUCTS_CHUNK = "classifier.tasks.classify_products_chunk"
 TRAIN_MODEL = "classifier.tasks.train_model"
-
-
-def task_send(name: str, *, unsent: str, **kwargs: object) -> bool:
-    """Publishes the task; False when the broker cannot be reached, logging `unsent` (what waits now).
-
-    Never raises: a row left waiting is found by the sweeps, so every failure to publish means the same thing.
-    """
-    try:
-        current_app.send_task(name, kwargs=kwargs)
-    except Exception as error:  # Any failure to publish means the same thing: the sweep must send it later.
-        logger.warning("%s: cannot reach the broker (%s)", unsent, error)
-        return False
-    return True

@@ -21,11 +21,12 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
+from catalog.queues import task_send
 from catalog.selectors import category_by_name, category_merged_target, products_reviewed_for_training
 from classifier.ml.formats import ARCHITECTURE_EPOCHS
 from classifier.models import TrainingRun
 from classifier.selectors import base_dataset_choices, training_run_busy
-from classifier.services.dispatch import TRAIN_MODEL, task_send
+from classifier.services.dispatch import TRAIN_MODEL
 from classifier.services.model_versions import model_version_register
 from classifier.validators import threshold_problem
 

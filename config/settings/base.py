@@ -240,6 +240,10 @@ VITRINE_TRAINING_STALE_AFTER_S = env.int("VITRINE_TRAINING_STALE_AFTER_S", defau
 # Products per task of a bulk re-classification; the job's cursor moves on after each chunk.
 VITRINE_BULK_CHUNK_SIZE = env.int("VITRINE_BULK_CHUNK_SIZE", default=64)
 VITRINE_BULK_STALE_AFTER_S = env.int("VITRINE_BULK_STALE_AFTER_S", default=300)
+# Webhooks: a delivery not answered 2xx is tried again this many seconds later, then 3x as long each time,
+# until it has been tried VITRINE_WEBHOOK_MAX_ATTEMPTS times (10 s ... about 6 hours with the defaults).
+VITRINE_WEBHOOK_RETRY_BASE_S = env.float("VITRINE_WEBHOOK_RETRY_BASE_S", default=10.0)
+VITRINE_WEBHOOK_MAX_ATTEMPTS = env.int("VITRINE_WEBHOOK_MAX_ATTEMPTS", default=8)
 
 # Celery. Embedded default: a filesystem broker that needs no server; set CELERY_BROKER_URL for Redis.
 # "localhost" only quiets kombu, which warns about a URL without a host; the folder is what matters.

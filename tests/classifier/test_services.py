@@ -97,7 +97,7 @@ def test_enqueue_with_the_broker_down_returns_at_once_and_leaves_the_product_pen
 ) -> None:
     with (
         broker_unreachable(celery_app),
-        caplog.at_level(logging.WARNING, logger="classifier.services.dispatch"),
+        caplog.at_level(logging.WARNING, logger="catalog.queues"),
     ):
         started = time.monotonic()
         sent = classification_enqueue(product_ids=[product.pk])
@@ -265,7 +265,7 @@ def test_applying_the_same_prediction_twice_leaves_the_same_product(
         model_version=model_version,
     )
     with (
-        caplog.at_level(logging.INFO, logger="classifier.services.dispatch"),
+        caplog.at_level(logging.INFO, logger="catalog.queues"),
         django_capture_on_commit_callbacks(execute=True),
     ):
         first = prediction_apply(**arguments)
