@@ -16,7 +16,7 @@ VITRINE_API_CACHE_SECONDS = env.int("VITRINE_API_CACHE_SECONDS", default=0)
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
     "storefront": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "BACKEND": "config.redis_cache.PooledRedisCache",
         "LOCATION": env("REDIS_CACHE_URL", default=CELERY_BROKER_URL),
         "KEY_PREFIX": "storefront",
         "OPTIONS": {"socket_connect_timeout": 0.25, "socket_timeout": 0.25},

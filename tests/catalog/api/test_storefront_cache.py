@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 from django.conf import settings as django_settings
+from django.core.cache import caches
 from django.db import connection, transaction
 from django.test import override_settings
 from django.urls import reverse
@@ -340,7 +341,7 @@ def test_a_page_cached_before_a_write_committed_is_not_served_after_it(anonymous
 
 def dead_redis_caches(location: str) -> dict:
     redis = {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "BACKEND": "config.redis_cache.PooledRedisCache",
         "LOCATION": location,
         "OPTIONS": {"socket_connect_timeout": 0.25, "socket_timeout": 0.25},
     }
@@ -379,3 +380,13 @@ def test_a_redis_that_never_answers_is_waited_for_once_then_skipped(anonymous_cl
     waits = [record.getMessage() for record in caplog.records if "unavailable" in record.getMessage()]
     assert sum("storefront cache" in wait for wait in waits) == 1
     assert sum("throttle" in wait for wait in waits) == 3
+
+
+def test_the_redis_cache_keeps_one_client_per_pool_and_round_trips():
+    cache = caches["storefront"]
+
+    cache.set("probe", {"page": b"\x00bytes"}, 10)
+
+    assert cache.get("probe") == {"page": b"\x00bytes"}
+    # One server: reads and writes share its pool, and so its one client.
+    assert cache._cache.get_client("a") is cache._cache.get_client("b", write=True)
