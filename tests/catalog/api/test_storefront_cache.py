@@ -267,6 +267,20 @@ def test_admin_edits_show_on_the_next_request(anonymous_client, admin_client, ma
     assert anonymous_client.get(CATEGORIES_URL).json()["results"] == []
 
 
+def test_the_embedded_default_file_cache_serves_and_is_invalidated(anonymous_client, make_product, tmp_path):
+    product = make_product(name="Linen shirt")
+    files = {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": str(tmp_path)}
+
+    with override_settings(CACHES={"default": django_settings.CACHES["default"], "storefront": files}):
+        first = list_names(anonymous_client)
+        rename_behind_the_cache(product, "Renamed by raw SQL")
+        cached = list_names(anonymous_client)
+        product_update(product=product, name="Wool shirt")
+        after = list_names(anonymous_client)
+
+    assert (first, cached, after) == (["Linen shirt"], ["Linen shirt"], ["Wool shirt"])
+
+
 # Staff and anonymous callers
 
 
