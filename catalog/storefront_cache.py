@@ -64,6 +64,8 @@ def storefront_page_get(*, key: str) -> object | None:
 
 
 def storefront_page_set(*, key: str, page: object) -> None:
+    if _reads_paused():
+        return
     try:
         caches[STOREFRONT_CACHE].set(key, page, timeout=settings.VITRINE_API_CACHE_SECONDS)
     except Exception as error:  # a page not kept is only a later miss

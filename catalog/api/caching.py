@@ -8,8 +8,8 @@ nobody asks for any more. Signed-in callers may see more (unpublished products):
 """
 
 import hashlib
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from django.http import HttpResponse, HttpResponseBase
 from django.utils import timezone
@@ -26,8 +26,9 @@ STOREFRONT_VARY = ("Accept", "Authorization", "Cookie")
 LAST_MODIFIED_SETTLED_S = 2
 
 
-@dataclass(frozen=True)
-class StorefrontPage:
+class StorefrontPage(NamedTuple):
+    """Kept as a plain tuple: a page cached by another release of this code still reads back."""
+
     content: bytes
     content_type: str
     etag: str
@@ -63,8 +64,8 @@ class ConditionalStorefrontReadMixin:
             if generation is not None:
                 self._page_key = _page_key(generation=generation, request=request)
                 page = storefront_page_get(key=self._page_key)
-                if isinstance(page, StorefrontPage):
-                    return self._page_response(page)
+                if isinstance(page, tuple) and len(page) == len(StorefrontPage._fields):
+                    return self._page_response(StorefrontPage(*page))
         return super().get(request, *args, **kwargs)
 
     def _page_response(self, page: StorefrontPage) -> HttpResponse:
@@ -82,7 +83,7 @@ class ConditionalStorefrontReadMixin:
             response["ETag"] = _etag(content)
             if self._page_key is not None:
                 page = StorefrontPage(content, response["Content-Type"], response["ETag"], self.last_modified)
-                storefront_page_set(key=self._page_key, page=page)
+                storefront_page_set(key=self._page_key, page=tuple(page))
         patch_vary_headers(response, STOREFRONT_VARY)
         if request.user.is_authenticated:
             patch_cache_control(response, private=True, no_cache=True)

@@ -138,6 +138,15 @@ def test_a_cached_page_is_the_same_bytes_and_reads_no_database(
     assert second["Content-Type"] == first["Content-Type"]
 
 
+def test_the_anonymous_throttle_counts_cached_answers_too(settings, anonymous_client, make_product):
+    make_product(name="Linen shirt")
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"anon": "3/min"}}
+
+    statuses = [anonymous_client.get(PRODUCTS_URL).status_code for _ in range(4)]
+
+    assert statuses == [200, 200, 200, 429]
+
+
 def test_pages_are_kept_per_query_string_and_per_host(anonymous_client, make_product):
     product = make_product(name="Linen shirt")
     anonymous_client.get(PRODUCTS_URL, {"limit": 10})
