@@ -7,11 +7,36 @@ from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 
+from catalog.storefront_cache import catalog_changed
+
 
 def product_image_path(instance: models.Model, filename: str) -> str:
     """Store uploads under a random name: the client's file name is never trusted or kept."""
     suffix = PurePath(filename).suffix.lower()[:8]
     return f"products/{uuid.uuid4().hex[:2]}/{uuid.uuid4().hex}{suffix}"
+
+
+class CatalogQuerySet(models.QuerySet):
+    """The writes that send no signal tell the storefront cache, as save() and delete() do (catalog.apps):
+    no writer of products or categories can forget to."""
+
+    def update(self, **kwargs) -> int:
+        rows = super().update(**kwargs)
+        if rows:
+            catalog_changed(using=self.db)
+        return rows
+
+    def bulk_create(self, objs, *args, **kwargs) -> list:
+        created = super().bulk_create(objs, *args, **kwargs)
+        if created:
+            catalog_changed(using=self.db)
+        return created
+
+    def bulk_update(self, objs, fields, *args, **kwargs) -> int:
+        rows = super().bulk_update(objs, fields, *args, **kwargs)
+        if rows:
+            catalog_changed(using=self.db)
+        return rows
 
 
 class Category(models.Model):
@@ -25,6 +50,8 @@ class Category(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = CatalogQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]
@@ -100,6 +127,8 @@ class Product(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = CatalogQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]

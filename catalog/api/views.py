@@ -14,6 +14,7 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from catalog.api.caching import ConditionalStorefrontReadMixin
 from catalog.api.filters import ProductFilter, ProductNameSearchFilter, StableOrderingFilter
 from catalog.api.pagination import CatalogPagination
 from catalog.api.permissions import (
@@ -50,7 +51,7 @@ ID_OR_SLUG_PARAMETER = OpenApiParameter(
 # Only what the storefront shows: no model building or type conversion for columns nobody reads.
 STOREFRONT_COLUMNS = (
     *("id", "name", "slug", "description", "price", "image", "colors", "created_at", "updated_at"),
-    *("category__slug", "category__name"),
+    *("category__slug", "category__name", "category__updated_at"),
 )
 
 
@@ -102,7 +103,7 @@ def field_errors(error: DjangoValidationError) -> serializers.ValidationError:
         responses={201: ProductCreatedSerializer, **error_responses(400, 401, 403, 415)},
     ),
 )
-class ProductListCreateView(generics.ListCreateAPIView):
+class ProductListCreateView(ConditionalStorefrontReadMixin, generics.ListCreateAPIView):
     permission_classes = [StorefrontReadsOpen]
     pagination_class = CatalogPagination
     # JSON is parsed too, so a JSON body gets "image: not a file" instead of a bare 415.
@@ -143,7 +144,7 @@ class ProductListCreateView(generics.ListCreateAPIView):
         responses={200: ProductSerializer, **error_responses(401, 404, 429)},
     )
 )
-class ProductDetailView(generics.RetrieveAPIView):
+class ProductDetailView(ConditionalStorefrontReadMixin, generics.RetrieveAPIView):
     permission_classes = [StorefrontReadsOpen]
     pagination_class = None
     serializer_class = ProductSerializer
@@ -154,6 +155,10 @@ class ProductDetailView(generics.RetrieveAPIView):
     def get_object(self) -> Product:
         product = product_for_id_or_slug(products=self.get_queryset(), id_or_slug=self.kwargs["id_or_slug"])
         self.check_object_permissions(self.request, product)
+        # The answer shows the product and its category's name: the later of their changes dates it.
+        self.last_modified = max(
+            product.updated_at, product.category.updated_at if product.category else product.updated_at
+        )
         return product
 
 
@@ -243,7 +248,7 @@ class ProductReclassifyView(generics.GenericAPIView):
         responses={200: CategorySerializer(many=True), **error_responses(400, 401, 429)},
     )
 )
-class CategoryListView(generics.ListAPIView):
+class CategoryListView(ConditionalStorefrontReadMixin, generics.ListAPIView):
     permission_classes = [StorefrontReadsOpen]
     pagination_class = CatalogPagination
     serializer_class = CategorySerializer

@@ -314,6 +314,18 @@ CELERY_BEAT_SCHEDULE_FILENAME = env(
     "CELERY_BEAT_SCHEDULE_FILENAME", default=str(VAR_DIR / "celerybeat-schedule")
 )
 
+# The storefront's anonymous API pages, shared by every process that reads or writes the catalog (they
+# invalidate one another through it: catalog.storefront_cache). Embedded default: files under var/, which the
+# web process and the worker on this machine both see; production: Redis. 0 seconds turns the cache off.
+VITRINE_API_CACHE_SECONDS = env.int("VITRINE_API_CACHE_SECONDS", default=60)
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "storefront": {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": env.path("VITRINE_API_CACHE_DIR", default=VAR_DIR / "cache" / "storefront"),
+    },
+}
+
 REST_FRAMEWORK = {
     # A view that forgets to name its permissions is staff-only, never open to writes.
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],

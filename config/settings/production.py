@@ -53,11 +53,18 @@ def redis_cache_url_beside(*, broker_url: str) -> str:
 REDIS_CACHE_URL = env("REDIS_CACHE_URL", default="") or redis_cache_url_beside(broker_url=CELERY_BROKER_URL)
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "BACKEND": "config.redis_cache.PooledRedisCache",
         "LOCATION": REDIS_CACHE_URL,
         # A Redis that does not answer fails the request within a second instead of holding a web process.
         "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
-    }
+    },
+    # A page takes tens of milliseconds to build: a cache slower than that is skipped (storefront_cache).
+    "storefront": {
+        "BACKEND": "config.redis_cache.PooledRedisCache",
+        "LOCATION": REDIS_CACHE_URL,
+        "KEY_PREFIX": "storefront",
+        "OPTIONS": {"socket_connect_timeout": 0.25, "socket_timeout": 0.25},
+    },
 }
 
 # HTTPS: the proxy says which scheme the visitor used; everything else is redirected there.

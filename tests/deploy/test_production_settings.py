@@ -160,7 +160,7 @@ def test_production_shares_one_redis_cache_beside_the_broker_unless_told_another
 
     assert result.returncode == 0, result.stderr
     cache = json.loads(result.stdout)["cache"]
-    assert cache["BACKEND"] == "django.core.cache.backends.redis.RedisCache"
+    assert cache["BACKEND"] == "config.redis_cache.PooledRedisCache"
     assert cache["LOCATION"] == cache_url
 
 
