@@ -170,3 +170,26 @@ class Prediction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.product_id}: {self.label} ({self.confidence:.1%}, {self.model_version_id})"
+
+
+class DriftAlert(models.Model):
+    """A day on which a model version filed a share of products automatically well below its validation
+    figure (classifier.services.drift): logged once, when first seen, and listed on the dashboard."""
+
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="drift_alerts")
+    day = models.DateField()
+    predictions = models.PositiveIntegerField()
+    auto_filed_share = models.FloatField()
+    validation_share = models.FloatField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-day", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["model_version", "day"], name="one_drift_alert_per_version_and_day"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_version} on {self.day}"

@@ -18,6 +18,7 @@ from kombu.exceptions import OperationalError as BrokerOperationalError
 from catalog.services.classification import products_classification_fail
 from classifier.services.bulk import bulk_job_fail, bulk_jobs_sweep
 from classifier.services.classification import products_sweep_stuck
+from classifier.services.drift import drift_alerts_record
 from classifier.services.training import training_runs_fail_orphaned, training_runs_sweep
 from classifier.workers import recovery
 
@@ -103,6 +104,11 @@ def classify_products_chunk(self, job_id: int, cursor: int) -> None:
         # Not transient: the chunk is not written, and the job ends failed at its cursor (resumable).
         bulk_job_fail(job_id=job_id, error=f"At the products after id {cursor}: {failure_text(self, error)}")
         raise
+
+
+@shared_task(name="classifier.tasks.record_drift_alerts", acks_late=True)
+def record_drift_alerts() -> int:
+    return len(drift_alerts_record())
 
 
 @shared_task(name="classifier.tasks.sweep_background_jobs", acks_late=True)

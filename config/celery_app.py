@@ -38,6 +38,11 @@ def _sweep_schedule(sender: Celery, **kwargs: object) -> None:
             "task": "classifier.tasks.sweep_background_jobs",
             "schedule": 60.0,
         },
+        # A day on which the active model files far fewer photos than it did on its validation photos.
+        "record-drift-alerts": {
+            "task": "classifier.tasks.record_drift_alerts",
+            "schedule": 900.0,
+        },
         # Webhook deliveries whose message was lost (a broker outage) are sent again from here.
         "sweep-webhook-deliveries": {
             "task": "catalog.tasks.sweep_webhook_deliveries",

@@ -244,6 +244,10 @@ VITRINE_BULK_STALE_AFTER_S = env.int("VITRINE_BULK_STALE_AFTER_S", default=300)
 # until it has been tried VITRINE_WEBHOOK_MAX_ATTEMPTS times (10 s ... about 6 hours with the defaults).
 VITRINE_WEBHOOK_RETRY_BASE_S = env.float("VITRINE_WEBHOOK_RETRY_BASE_S", default=10.0)
 VITRINE_WEBHOOK_MAX_ATTEMPTS = env.int("VITRINE_WEBHOOK_MAX_ATTEMPTS", default=8)
+# The drift monitor warns (dashboard banner, one log line) when a day's share of photos filed automatically is
+# more than this many points below the model version's validation figure, on at least this many photos.
+VITRINE_DRIFT_ALERT_POINTS = env.float("VITRINE_DRIFT_ALERT_POINTS", default=15.0)
+VITRINE_DRIFT_MIN_PREDICTIONS = env.int("VITRINE_DRIFT_MIN_PREDICTIONS", default=30)
 
 # Celery. Embedded default: a filesystem broker that needs no server; set CELERY_BROKER_URL for Redis.
 # "localhost" only quiets kombu, which warns about a URL without a host; the folder is what matters.
@@ -266,6 +270,7 @@ CELERY_TASK_ROUTES = {
     "classifier.tasks.sweep_stuck_products": {"queue": VITRINE_INFERENCE_QUEUE},
     "classifier.tasks.train*": {"queue": VITRINE_TRAINING_QUEUE},
     "catalog.tasks.*": {"queue": VITRINE_JOBS_QUEUE},
+    "classifier.tasks.record_drift_alerts": {"queue": VITRINE_JOBS_QUEUE},
 }
 # A message is acknowledged after its task ran, so a worker killed mid-task leaves it to be redelivered.
 CELERY_TASK_ACKS_LATE = True
