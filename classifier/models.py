@@ -21,6 +21,13 @@ class ModelVersion(models.Model):
     data_fingerprint = models.CharField(max_length=64, blank=True)
     # Predictions at or above this confidence file the product automatically.
     threshold = models.FloatField(null=True, blank=True, validators=[validate_threshold])
+    # Each category its own threshold where the version's held-out photos could pick one (metrics
+    # "class_thresholds"); the others, and every category when off, use `threshold`.
+    per_class_thresholds = models.BooleanField(
+        "per-category thresholds",
+        default=True,
+        help_text="File each category at the threshold picked for it on held-out photos, where one was.",
+    )
     # Off for a model never validated on product photos (a fallback): every prediction waits for a person.
     files_automatically = models.BooleanField(default=True)
     is_active = models.BooleanField(default=False)

@@ -35,6 +35,28 @@ def _roll_back_context() -> dict:
     return {"roll_back_target": model_version_roll_back_target()}
 
 
+def _class_threshold_rows(model_version: ModelVersion) -> dict:
+    """The per-category thresholds picked on the version's held-out photos, as the change page shows them."""
+    metrics = model_version.metrics or {}
+    per_class = metrics.get("class_thresholds") or {}
+    rows = [
+        {
+            "name": name,
+            "threshold": percent(entry["threshold"]),
+            "own": entry["own"],
+            "coverage": percent(entry["coverage"]),
+            "precision": percent(entry["precision"]),
+            "predicted": entry["predicted"],
+        }
+        for name, entry in per_class.items()
+    ]
+    return {
+        "class_thresholds": rows,
+        "class_threshold_coverage": percent(metrics.get("class_threshold_coverage")),
+        "class_threshold_precision": percent(metrics.get("class_threshold_precision")),
+    }
+
+
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
     list_display = (
@@ -55,6 +77,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
         "name",
         "architecture",
         "threshold",
+        "per_class_thresholds",
         "is_active",
         "activated_at",
         "artifact_path",
@@ -64,8 +87,10 @@ class ModelVersionAdmin(admin.ModelAdmin):
         "metrics",
         "created_at",
     )
-    # Files on disk and their hashes are facts of training; only the name and threshold are a person's call.
-    readonly_fields = tuple(field for field in fields if field not in ("name", "threshold"))
+    # Files on disk and their hashes are facts of training; the name and thresholds are a person's call.
+    readonly_fields = tuple(
+        field for field in fields if field not in ("name", "threshold", "per_class_thresholds")
+    )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         # Versions come from training (the retrain button, manage.py train / bootstrap_model).
@@ -136,6 +161,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
                 "ood_keep_rate": percent(report.ood.get("keep_rate")),
                 "model_version": model_version,
                 "threshold_in_use": percent(model_version_threshold(model_version=model_version)),
+                **_class_threshold_rows(model_version),
                 "activations": model_version.activations.select_related("previous", "activated_by")[:10],
                 **_roll_back_context(),
             }

@@ -24,6 +24,8 @@ PREDICT_CHUNK = 256
 ANNOTATED_CONFUSION_MAX_CLASSES = 20
 # Share of automatically filed products that must land in the right category.
 TARGET_PRECISION = 0.97
+# A category gets a threshold of its own only where this many held-out photos were predicted as it.
+CLASS_THRESHOLD_LEAST_PREDICTED = 20
 
 
 def predict_probabilities(*, model: keras.Model, x: np.ndarray, chunk: int = PREDICT_CHUNK) -> np.ndarray:
@@ -109,6 +111,17 @@ def format_report(report: dict) -> str:
     )
 
 
+def _cuts(confidence: np.ndarray, correct: np.ndarray, *, target_precision: float) -> tuple:
+    """Confidence and correctness sorted from most confident, the precision of each prefix, and the indices
+    where cutting reaches target_precision (equal confidences are filed together: only the last of a run of
+    ties is a real cut)."""
+    order = np.argsort(-confidence, kind="stable")
+    confidence, correct = confidence[order], correct[order]
+    precision = np.cumsum(correct) / np.arange(1, len(correct) + 1)
+    cut = np.append(confidence[1:] < confidence[:-1], True) if len(correct) else np.zeros(0, dtype=bool)
+    return confidence, correct, precision, np.flatnonzero(cut & (precision >= target_precision))
+
+
 def auto_filing_threshold(
     *, probabilities: np.ndarray, y: np.ndarray, target_precision: float = TARGET_PRECISION
 ) -> dict:
@@ -122,13 +135,7 @@ def auto_filing_threshold(
     y = np.asarray(y, dtype=np.int64)
     confidence = probabilities.max(axis=1) if len(y) else np.zeros(0)
     correct = probabilities.argmax(axis=1) == y if len(y) else np.zeros(0, dtype=bool)
-    order = np.argsort(-confidence, kind="stable")
-    confidence, correct = confidence[order], correct[order]
-    filed = np.arange(1, len(y) + 1)
-    precision = np.cumsum(correct) / filed
-    # Products with equal confidence are filed together: only the last of each run of ties is a real cut.
-    cut = np.append(confidence[1:] < confidence[:-1], True) if len(y) else np.zeros(0, dtype=bool)
-    reaching = np.flatnonzero(cut & (precision >= target_precision))
+    confidence, correct, precision, reaching = _cuts(confidence, correct, target_precision=target_precision)
     if len(reaching) == 0:
         at_one = int((confidence >= 1.0).sum())
         return {
@@ -141,8 +148,53 @@ def auto_filing_threshold(
     return {
         "suggested_threshold": float(confidence[last]),
         "threshold_precision": float(precision[last]),
-        "threshold_coverage": float(filed[last] / len(y)),
+        "threshold_coverage": float((last + 1) / len(y)),
         "threshold_target_precision": target_precision,
+    }
+
+
+def class_thresholds(
+    *,
+    probabilities: np.ndarray,
+    y: np.ndarray,
+    class_names: list[str],
+    global_threshold: float,
+    target_precision: float = TARGET_PRECISION,
+    least_predicted: int = CLASS_THRESHOLD_LEAST_PREDICTED,
+) -> dict:
+    """A threshold per category: the lowest confidence at which the photos predicted as that category reach
+    target_precision, picked where at least `least_predicted` photos were predicted as it; the others keep
+    global_threshold (too few to pick from). Also the coverage and precision of all of them together.
+    """
+    y = np.asarray(y, dtype=np.int64)
+    predicted = probabilities.argmax(axis=1)
+    confidence = probabilities.max(axis=1)
+    correct = predicted == y
+    per_class = {}
+    for index, name in enumerate(class_names):
+        mine = predicted == index
+        own = None
+        if mine.sum() >= least_predicted:
+            # 1.0 when no cut reaches the precision: nothing of this category is filed by itself.
+            ordered, _, _, reaching = _cuts(
+                confidence[mine], correct[mine], target_precision=target_precision
+            )
+            own = float(ordered[reaching[-1]]) if len(reaching) else 1.0
+        threshold = global_threshold if own is None else own
+        filed = mine & (confidence >= threshold)
+        per_class[name] = {
+            "threshold": threshold,
+            "own": own is not None,
+            "predicted": int(mine.sum()),
+            "coverage": float(filed.sum() / mine.sum()) if mine.sum() else 0.0,
+            "precision": float(correct[filed].mean()) if filed.any() else 1.0,
+        }
+    thresholds = np.array([per_class[name]["threshold"] for name in class_names])
+    filed = confidence >= thresholds[predicted] if len(y) else np.zeros(0, dtype=bool)
+    return {
+        "class_thresholds": per_class,
+        "class_threshold_coverage": float(filed.mean()) if len(y) else 0.0,
+        "class_threshold_precision": float(correct[filed].mean()) if filed.any() else 1.0,
     }
 
 
@@ -274,14 +326,24 @@ def evaluate(
     picked = probabilities[np.arange(len(y)), y] if len(y) else np.ones(0)
     # Plain cross-entropy (no label smoothing), comparable between architectures.
     loss = float(-np.log(np.clip(picked, 1e-7, 1.0)).mean()) if len(y) else 0.0
-    return {
+    metrics = {
         f"{prefix}_accuracy": report["accuracy"],
         f"{prefix}_loss": loss,
         f"{prefix}_macro_f1": report["macro_avg"]["f1"],
         f"{prefix}_images": int(len(y)),
-        **(
-            auto_filing_threshold(probabilities=probabilities, y=y, target_precision=target_precision)
-            if target_precision is not None
-            else {}
-        ),
     }
+    if target_precision is not None:
+        metrics.update(
+            auto_filing_threshold(probabilities=probabilities, y=y, target_precision=target_precision)
+        )
+    if target_precision is not None and len(y):
+        metrics.update(
+            class_thresholds(
+                probabilities=probabilities,
+                y=y,
+                class_names=class_names,
+                global_threshold=metrics["suggested_threshold"],
+                target_precision=target_precision,
+            )
+        )
+    return metrics

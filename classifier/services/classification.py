@@ -80,7 +80,7 @@ def prediction_record(
         label=prediction.label,
         confidence=prediction.confidence,
         model_version_id=model_version.pk,
-        threshold=model_version_threshold(model_version=model_version)
+        threshold=model_version_threshold(model_version=model_version, label=prediction.label)
         if model_version.files_automatically
         else None,
         unfamiliarity=prediction.ood_score,

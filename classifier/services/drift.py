@@ -8,7 +8,9 @@ VITRINE_DRIFT_ALERT_POINTS below the version's validation figure, on at least VI
 photos (fewer say little). Keras-free: the admin's dashboard draws it; beat logs each drifting day once.
 """
 
+import functools
 import logging
+import operator
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -88,14 +90,23 @@ def drift_days(*, days: int = 14, today: date | None = None) -> list[DriftDay]:
     )
     result = []
     for model_version in ModelVersion.objects.filter(pk__in=recent.values("model_version")).order_by("pk"):
-        threshold = model_version_threshold(model_version=model_version)
+        # Filed by itself: at or above the threshold of the category it predicted.
+        threshold_of = functools.partial(model_version_threshold, model_version=model_version)
+        filed = Q(is_unfamiliar=False) & functools.reduce(
+            operator.or_,
+            [
+                Q(label=label, confidence__gte=threshold_of(label=label))
+                for label in model_version.class_names
+            ],
+            Q(pk__in=[]),
+        )
         files = model_version.files_automatically
         rows = (
             recent.filter(model_version=model_version)
             .values("day")
             .annotate(
                 count=Count("pk"),
-                auto=Count("pk", filter=Q(confidence__gte=threshold, is_unfamiliar=False)),
+                auto=Count("pk", filter=filed),
                 unfamiliar=Count("pk", filter=Q(is_unfamiliar=True)),
                 mean_confidence=Avg("confidence"),
             )

@@ -34,8 +34,13 @@ class ModelVersionError(ValueError):
     """A model directory that cannot become a model version (missing, unreadable, name already taken)."""
 
 
-def model_version_threshold(*, model_version: ModelVersion) -> float:
-    """The confidence at or above which this version files products by itself."""
+def model_version_threshold(*, model_version: ModelVersion, label: str | None = None) -> float:
+    """The confidence at or above which this version files products by itself: for a predicted `label`, the
+    category's own threshold where the version has one and per-category thresholds are on."""
+    if label is not None and model_version.per_class_thresholds:
+        own = ((model_version.metrics or {}).get("class_thresholds") or {}).get(label) or {}
+        if own.get("own"):
+            return own["threshold"]
     if model_version.threshold is not None:
         return model_version.threshold
     return settings.VITRINE_CONFIDENCE_THRESHOLD

@@ -19,8 +19,9 @@ from django.db.migrations.executor import MigrationExecutor
 from django.http import HttpResponse
 from django.test import Client, RequestFactory
 from django.urls import reverse
+from django.utils import timezone
 
-from catalog.models import Category, Product
+from catalog.models import Category, Product, WebhookDelivery, WebhookEndpoint
 from catalog.services.products import product_create
 from classifier.models import BulkJob, ModelVersion, Prediction, TrainingRun
 from classifier.services.model_versions import model_version_activate
@@ -87,6 +88,16 @@ ACTIONS = {
     ("catalog.category", "retire_categories"): Row("catalog.change_category", EDITOR, "retire"),
     ("catalog.category", "reactivate_categories"): Row("catalog.change_category", EDITOR, "reactivate"),
     ("catalog.category", "delete_selected"): Row("catalog.delete_category", SUPERUSER, "delete_category"),
+    # Webhooks hand shop events to another system: no role manages them, only a superuser.
+    ("catalog.webhookdelivery", "send_again"): Row(
+        "catalog.change_webhookdelivery", SUPERUSER, "send_webhook_again"
+    ),
+    ("catalog.webhookdelivery", "delete_selected"): Row(
+        "catalog.delete_webhookdelivery", SUPERUSER, "delete_webhook_delivery"
+    ),
+    ("catalog.webhookendpoint", "delete_selected"): Row(
+        "catalog.delete_webhookendpoint", SUPERUSER, "delete_webhook_endpoint"
+    ),
     ("classifier.modelversion", "activate"): Row(
         "classifier.change_modelversion", OPERATOR, "activate_selected"
     ),
@@ -342,7 +353,28 @@ def scenario(name: str, make_upload) -> tuple[Send, Effect]:
         version("v1", active=True)
         product(make_upload)
         return post("classifier_bulkjob_start_all"), lambda _: BulkJob.objects.exists()
+    if name.endswith(("webhook_again", "webhook_delivery", "webhook_endpoint")):
+        return webhook_scenario(name)
     raise LookupError(name)
+
+
+def webhook_scenario(name: str) -> tuple[Send, Effect]:
+    endpoint = WebhookEndpoint.objects.create(name="Shop", url="https://shop.example/h", events=["x"])
+    delivery = WebhookDelivery.objects.create(
+        endpoint=endpoint,
+        event="product.classified",
+        payload={},
+        status="failed",
+        next_attempt_at=timezone.now(),
+    )
+    if name == "send_webhook_again":
+        send = action("catalog.webhookdelivery", "send_again", [delivery.pk])
+        return send, lambda _: WebhookDelivery.objects.get(pk=delivery.pk).status == "pending"
+    if name == "delete_webhook_delivery":
+        send = action("catalog.webhookdelivery", "delete_selected", [delivery.pk], post="yes")
+        return send, lambda _: not WebhookDelivery.objects.exists()
+    send = action("catalog.webhookendpoint", "delete_selected", [endpoint.pk], post="yes")
+    return send, lambda _: not WebhookEndpoint.objects.exists()
 
 
 def shop_state() -> dict:
@@ -356,6 +388,8 @@ def shop_state() -> dict:
         "predictions": list(Prediction.objects.values_list("pk", flat=True)),
         "runs": list(TrainingRun.objects.order_by("pk").values_list("pk", "status", "cancel_requested")),
         "jobs": list(BulkJob.objects.order_by("pk").values_list("pk", "status")),
+        "webhooks": list(WebhookEndpoint.objects.values_list("pk", flat=True)),
+        "deliveries": list(WebhookDelivery.objects.order_by("pk").values_list("pk", "status")),
     }
 
 
