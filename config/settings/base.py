@@ -241,6 +241,14 @@ VITRINE_TRAINING_STALE_AFTER_S = env.int("VITRINE_TRAINING_STALE_AFTER_S", defau
 VITRINE_BULK_CHUNK_SIZE = env.int("VITRINE_BULK_CHUNK_SIZE", default=64)
 VITRINE_BULK_STALE_AFTER_S = env.int("VITRINE_BULK_STALE_AFTER_S", default=300)
 
+# Bulk import of products (CSV + ZIP of photos, admin "Import products"): limits checked before anything is
+# stored, and rows per task of the import job (its cursor moves on after each row).
+VITRINE_IMPORT_MAX_ROWS = env.int("VITRINE_IMPORT_MAX_ROWS", default=5000)
+VITRINE_IMPORT_MAX_CSV_BYTES = env.int("VITRINE_IMPORT_MAX_CSV_BYTES", default=5 * 1024 * 1024)
+VITRINE_IMPORT_MAX_ZIP_BYTES = env.int("VITRINE_IMPORT_MAX_ZIP_BYTES", default=500 * 1024 * 1024)
+VITRINE_IMPORT_MAX_ZIP_ENTRIES = env.int("VITRINE_IMPORT_MAX_ZIP_ENTRIES", default=10_000)
+VITRINE_IMPORT_CHUNK_SIZE = env.int("VITRINE_IMPORT_CHUNK_SIZE", default=50)
+
 # Celery. Embedded default: a filesystem broker that needs no server; set CELERY_BROKER_URL for Redis.
 # "localhost" only quiets kombu, which warns about a URL without a host; the folder is what matters.
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://localhost//")
