@@ -8,7 +8,7 @@ from django.db import InterfaceError as DatabaseInterfaceError
 from django.db import OperationalError as DatabaseOperationalError
 from kombu.exceptions import OperationalError as BrokerOperationalError
 
-from catalog.services.imports import product_import_chunk_run, product_import_fail
+from catalog.services.imports import product_import_chunk_run, product_import_fail, product_imports_sweep
 
 # Errors that pass by themselves (database restarting, a lock held, broker reconnecting): retry with backoff.
 IMPORT_TRANSIENT_ERRORS = (DatabaseOperationalError, DatabaseInterfaceError, BrokerOperationalError)
@@ -37,3 +37,8 @@ def import_products_chunk(self, import_id: int, cursor: int) -> None:
             import_id=import_id, error=f"At row index {cursor}: {type(error).__name__}: {error}"
         )
         raise
+
+
+@shared_task(name="catalog.tasks.sweep_product_imports", acks_late=True)
+def sweep_product_imports() -> int:
+    return product_imports_sweep()

@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal
 from functools import partial
 
@@ -366,3 +367,24 @@ def product_import_chunk_run(*, import_id: int, cursor: int) -> ProductImport | 
                 break
     job.refresh_from_db()
     return job
+
+
+def product_imports_sweep(*, stale_after_s: int | None = None) -> int:
+    """Sends again the chunk of imports that stopped moving (the message was lost: a broker outage at start,
+    a worker gone with it); each row is still imported once, under its cursor."""
+    if stale_after_s is None:
+        stale_after_s = settings.VITRINE_IMPORT_STALE_AFTER_S
+    now = timezone.now()
+    stale = ProductImport.objects.filter(
+        status__in=IMPORT_IN_PROGRESS, heartbeat_at__lt=now - timedelta(seconds=stale_after_s)
+    )
+    sent = 0
+    for import_id, cursor in stale.values_list("pk", "cursor"):
+        if not _chunk_send(import_id=import_id, cursor=cursor):
+            break
+        # Not sent again before another full timeout has passed.
+        ProductImport.objects.filter(pk=import_id).update(heartbeat_at=now)
+        sent += 1
+    if sent:
+        logger.info("sweep: %s stalled product imports sent again from their cursor", sent)
+    return sent

@@ -248,6 +248,8 @@ VITRINE_IMPORT_MAX_CSV_BYTES = env.int("VITRINE_IMPORT_MAX_CSV_BYTES", default=5
 VITRINE_IMPORT_MAX_ZIP_BYTES = env.int("VITRINE_IMPORT_MAX_ZIP_BYTES", default=500 * 1024 * 1024)
 VITRINE_IMPORT_MAX_ZIP_ENTRIES = env.int("VITRINE_IMPORT_MAX_ZIP_ENTRIES", default=10_000)
 VITRINE_IMPORT_CHUNK_SIZE = env.int("VITRINE_IMPORT_CHUNK_SIZE", default=50)
+# An import whose cursor has not moved for this long gets its chunk sent again by the sweep.
+VITRINE_IMPORT_STALE_AFTER_S = env.int("VITRINE_IMPORT_STALE_AFTER_S", default=300)
 
 # Celery. Embedded default: a filesystem broker that needs no server; set CELERY_BROKER_URL for Redis.
 # "localhost" only quiets kombu, which warns about a URL without a host; the folder is what matters.

@@ -10,19 +10,28 @@ import json
 import re
 import warnings
 import zipfile
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 import redis
+from celery import current_app
 from django.conf import settings
 from django.contrib.auth.models import Permission, User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
+from django.utils import timezone
 
 from catalog.import_files import ImportFileError
 from catalog.models import Product, ProductImport
-from catalog.services.imports import product_import_chunk_run, product_import_preview, product_import_start
+from catalog.services.imports import (
+    product_import_chunk_run,
+    product_import_preview,
+    product_import_start,
+    product_imports_sweep,
+)
 from tests.catalog.imports import HEADER, catalog_files, csv_upload, small_png, zip_upload
+from tests.e2e.support import broker_unreachable
 
 pytestmark = pytest.mark.django_db
 CLASSIFY_PRODUCTS = "classifier.tasks.classify_products"
@@ -111,6 +120,8 @@ def test_preview_lists_exactly_the_broken_rows_and_the_job_saves_the_others_clas
     requested = classification_requests(broker)
     assert sorted(requested) == sorted(Product.objects.values_list("pk", flat=True))
     assert not job.photos.storage.exists(job.photos.name)
+    page = admin_client.get(reverse("admin:catalog_productimport_change", args=[job.pk])).content.decode()
+    assert '<span class="value" id="import-created">480</span>' in page
 
 
 def preview(rows: list[list[str]], photos: dict[str, bytes], **csv_options) -> ProductImport:
@@ -288,3 +299,43 @@ def test_only_editors_who_may_add_and_change_products_may_import(client) -> None
     client.force_login(user)
     assert client.get(reverse("admin:catalog_productimport_upload")).status_code == 200
     assert "Import products" in client.get(reverse("admin:catalog_product_changelist")).content.decode()
+
+
+def test_an_import_whose_message_was_lost_is_sent_again_by_the_sweep(
+    broker, django_capture_on_commit_callbacks
+) -> None:
+    rows, photos = catalog_files(2)
+    job = preview(rows, photos)
+    with broker_unreachable(current_app), django_capture_on_commit_callbacks(execute=True):
+        product_import_start(product_import=job)
+    assert broker.llen(settings.VITRINE_JOBS_QUEUE) == 0
+    assert product_imports_sweep(stale_after_s=60) == 0
+    ProductImport.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=2))
+    assert product_imports_sweep(stale_after_s=60) == 1
+    assert broker.llen(settings.VITRINE_JOBS_QUEUE) == 1
+    assert run_job(job, django_capture_on_commit_callbacks).created == 2
+
+
+def test_cancel_stops_the_import_and_keeps_the_rows_saved_so_far(
+    admin_client, broker, django_capture_on_commit_callbacks, settings
+) -> None:
+    settings.VITRINE_IMPORT_CHUNK_SIZE = 2
+    rows, photos = catalog_files(5)
+    job = product_import_start(product_import=preview(rows, photos))
+    with django_capture_on_commit_callbacks(execute=True):
+        product_import_chunk_run(import_id=job.pk, cursor=0)
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(reverse("admin:catalog_productimport_cancel", args=[job.pk]))
+    assert product_import_chunk_run(import_id=job.pk, cursor=2) is None
+    job.refresh_from_db()
+    assert (job.status, job.cursor, Product.objects.count()) == ("cancelled", 2, 2)
+    assert not job.photos.storage.exists(job.photos.name)
+
+
+def test_the_zip_is_kept_in_the_bucket_with_s3_storage(in_bucket, broker, django_capture_on_commit_callbacks):
+    rows, photos = catalog_files(3)
+    job = preview(rows, photos)
+    assert in_bucket.keys(prefix="media/imports/") == [f"media/{job.photos.name}"]
+    job = run_job(product_import_start(product_import=job), django_capture_on_commit_callbacks)
+    assert (job.status, job.created) == ("succeeded", 3)
+    assert in_bucket.keys(prefix="media/imports/") == []
