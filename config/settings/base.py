@@ -245,7 +245,8 @@ VITRINE_BULK_STALE_AFTER_S = env.int("VITRINE_BULK_STALE_AFTER_S", default=300)
 # stored, and rows per task of the import job (its cursor moves on after each row).
 VITRINE_IMPORT_MAX_ROWS = env.int("VITRINE_IMPORT_MAX_ROWS", default=5000)
 VITRINE_IMPORT_MAX_CSV_BYTES = env.int("VITRINE_IMPORT_MAX_CSV_BYTES", default=5 * 1024 * 1024)
-VITRINE_IMPORT_MAX_ZIP_BYTES = env.int("VITRINE_IMPORT_MAX_ZIP_BYTES", default=500 * 1024 * 1024)
+# The proxy lets this much through on the import page only (docker/Caddyfile, VITRINE_PROXY_MAX_IMPORT_BODY).
+VITRINE_IMPORT_MAX_ZIP_BYTES = env.int("VITRINE_IMPORT_MAX_ZIP_BYTES", default=200 * 1024 * 1024)
 VITRINE_IMPORT_MAX_ZIP_ENTRIES = env.int("VITRINE_IMPORT_MAX_ZIP_ENTRIES", default=10_000)
 VITRINE_IMPORT_CHUNK_SIZE = env.int("VITRINE_IMPORT_CHUNK_SIZE", default=50)
 # An import whose cursor has not moved for this long gets its chunk sent again by the sweep.
