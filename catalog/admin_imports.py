@@ -3,6 +3,7 @@
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -18,6 +19,7 @@ from catalog.services.imports import (
     product_import_cancel,
     product_import_preview,
     product_import_start,
+    product_imports_delete,
 )
 
 # Importing creates and changes products, so it takes both permissions.
@@ -83,7 +85,17 @@ class ProductImportAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: ProductImport | None = None) -> bool:
-        return False
+        # A running import is cancelled, not deleted; deleting one removes its ZIP from storage too.
+        return self._may_import(request) and (obj is None or obj.status not in IMPORT_IN_PROGRESS)
+
+    def delete_model(self, request: HttpRequest, obj: ProductImport) -> None:
+        product_imports_delete(imports=[obj])
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[ProductImport]) -> None:
+        try:
+            product_imports_delete(imports=queryset)
+        except ProductImportError as error:
+            self.message_user(request, str(error), messages.ERROR)
 
     def get_urls(self) -> list:
         wrap = self.admin_site.admin_view

@@ -10,7 +10,7 @@ row twice.
 import hashlib
 import logging
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -244,6 +244,22 @@ def product_import_fail(*, import_id: int, error: str) -> ProductImport | None:
     job.save(update_fields=["status", "error", "finished_at"])
     logger.warning("product import %s failed at row %s: %s", job.pk, job.cursor, error)
     return job
+
+
+@transaction.atomic
+def product_imports_delete(*, imports: Iterable[ProductImport]) -> int:
+    """Deletes imports that are not running (a preview never imported, a finished one) and their ZIPs.
+
+    Raises ProductImportError when one is queued or running: cancel it first.
+    """
+    jobs = list(ProductImport.objects.select_for_update().filter(pk__in=[job.pk for job in imports]))
+    running = [job.pk for job in jobs if job.status in IMPORT_IN_PROGRESS]
+    if running:
+        raise ProductImportError(f"import {running[0]} is running; cancel it before deleting it")
+    for job in jobs:
+        _photos_delete_on_commit(job)
+    ProductImport.objects.filter(pk__in=[job.pk for job in jobs]).delete()
+    return len(jobs)
 
 
 @contextmanager

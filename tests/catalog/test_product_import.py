@@ -339,3 +339,21 @@ def test_the_zip_is_kept_in_the_bucket_with_s3_storage(in_bucket, broker, django
     job = run_job(product_import_start(product_import=job), django_capture_on_commit_callbacks)
     assert (job.status, job.created) == ("succeeded", 3)
     assert in_bucket.keys(prefix="media/imports/") == []
+
+
+def test_deleting_a_preview_removes_its_zip_and_a_running_import_cannot_be_deleted(
+    admin_client, broker, django_capture_on_commit_callbacks
+) -> None:
+    rows, photos = catalog_files(1)
+    unused, running = preview(rows, photos), preview(rows, photos)
+    product_import_start(product_import=running)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(
+            reverse("admin:catalog_productimport_delete", args=[unused.pk]), {"post": "yes"}
+        )
+    assert response.status_code == 302
+    assert not unused.photos.storage.exists(unused.photos.name)
+    assert list(ProductImport.objects.values_list("pk", flat=True)) == [running.pk]
+    assert (
+        admin_client.get(reverse("admin:catalog_productimport_delete", args=[running.pk])).status_code == 403
+    )
