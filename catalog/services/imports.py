@@ -176,11 +176,14 @@ def product_import_preview(
         unchanged_count=plan.counts["unchanged"],
         created_by=created_by,
     )
-    product_import.photos.save("photos.zip", zip_file, save=False)
+    # Kept only while there is something to import from it.
+    if plan.rows:
+        product_import.photos.save("photos.zip", zip_file, save=False)
     try:
         product_import.save()
     except Exception:
-        product_import.photos.delete(save=False)
+        if product_import.photos:
+            product_import.photos.delete(save=False)
         raise
     return product_import
 

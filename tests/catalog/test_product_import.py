@@ -357,3 +357,32 @@ def test_deleting_a_preview_removes_its_zip_and_a_running_import_cannot_be_delet
     assert (
         admin_client.get(reverse("admin:catalog_productimport_delete", args=[running.pk])).status_code == 403
     )
+
+
+def test_the_pages_an_editor_sees(admin_client, stored_files) -> None:
+    upload = admin_client.get(reverse("admin:catalog_productimport_upload")).content.decode()
+    assert 'enctype="multipart/form-data"' in upload and "12.50 or 12,50" in upload
+    rows, photos = catalog_files(2)
+    rows[0][2] = rows[1][2] = "free"
+    nothing_to_import = preview(rows, photos)
+    assert (nothing_to_import.total, stored_files()) == (0, [])
+    page = admin_client.get(reverse("admin:catalog_productimport_change", args=[nothing_to_import.pk]))
+    assert "Import 0 products" not in page.content.decode()
+    running = preview(*catalog_files(2))
+    ProductImport.objects.filter(pk=running.pk).update(status="running", cursor=1, created=1)
+    page = admin_client.get(reverse("admin:catalog_productimport_change", args=[running.pk])).content.decode()
+    assert 'id="cancel-import"' in page and "setTimeout(poll, 1000)" in page
+    progress = admin_client.get(reverse("admin:catalog_productimport_progress", args=[running.pk])).json()
+    assert progress | {"status_display": ""} == {
+        "status": "running",
+        "status_display": "",
+        "done": 1,
+        "total": 2,
+        "percent": 50,
+        "created": 1,
+        "updated": 0,
+        "unchanged": 0,
+        "failed": 0,
+        "error": "",
+        "finished": False,
+    }
