@@ -34,7 +34,8 @@ def import_products_chunk(self, import_id: int, cursor: int) -> None:
     except Exception as error:
         # Not transient (the ZIP is gone from storage...): running it again would fail the same way.
         product_import_fail(
-            import_id=import_id, error=f"At row index {cursor}: {type(error).__name__}: {error}"
+            import_id=import_id,
+            error=f"In the chunk from row {cursor + 1} of the import: {type(error).__name__}: {error}",
         )
         raise
 

@@ -328,19 +328,22 @@ def _job_next_or_finish(job: ProductImport, *, chunk_end: int, total: int) -> No
 
 
 def _row_import(
-    job_id: int, *, index: int, row: dict, chunk_end: int, total: int, archive: PhotoArchive
+    job_id: int,
+    *,
+    index: int,
+    row: dict,
+    chunk_end: int,
+    total: int,
+    archive: PhotoArchive,
+    created_by: AbstractBaseUser | None,
 ) -> bool:
     """Imports row `index` with the cursor moving past it; False when the job stopped or moved past it."""
     with transaction.atomic():
-        job = (
-            ProductImport.objects.select_for_update()
-            .only(*JOB_PROGRESS_FIELDS, "photos", "created_by")
-            .get(pk=job_id)
-        )
+        job = ProductImport.objects.select_for_update().only(*JOB_PROGRESS_FIELDS, "photos").get(pk=job_id)
         if job.status != ProductImport.Status.RUNNING or job.cursor != index:
             return False
         try:
-            outcome = _row_save(row, archive=archive, created_by=job.created_by)
+            outcome = _row_save(row, archive=archive, created_by=created_by)
         except (ValidationError, RowProblem) as error:
             reasons = error.messages if isinstance(error, ValidationError) else [str(error)]
             job.failed += 1
@@ -378,10 +381,18 @@ def product_import_chunk_run(*, import_id: int, cursor: int) -> ProductImport | 
         job.save(update_fields=["status", "started_at", "heartbeat_at"])
     total = len(job.rows)
     chunk_end = min(chunk_end, total)
+    created_by = job.created_by
     with _archive_of(job) as archive:
         for index in range(job.cursor, chunk_end):
+            row = job.rows[index]
             if not _row_import(
-                job.pk, index=index, row=job.rows[index], chunk_end=chunk_end, total=total, archive=archive
+                job.pk,
+                index=index,
+                row=row,
+                chunk_end=chunk_end,
+                total=total,
+                archive=archive,
+                created_by=created_by,
             ):
                 break
     job.refresh_from_db()

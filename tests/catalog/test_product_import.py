@@ -30,6 +30,7 @@ from catalog.services.imports import (
     product_import_start,
     product_imports_sweep,
 )
+from catalog.tasks import import_products_chunk
 from tests.catalog.imports import HEADER, catalog_files, csv_upload, small_png, zip_upload
 from tests.e2e.support import broker_unreachable
 
@@ -386,3 +387,14 @@ def test_the_pages_an_editor_sees(admin_client, stored_files) -> None:
         "error": "",
         "finished": False,
     }
+
+
+def test_a_job_whose_zip_is_gone_ends_failed_with_the_reason(broker) -> None:
+    rows, photos = catalog_files(2)
+    job = product_import_start(product_import=preview(rows, photos))
+    job.photos.storage.delete(job.photos.name)
+    with pytest.raises(FileNotFoundError):
+        import_products_chunk(import_id=job.pk, cursor=0)
+    job.refresh_from_db()
+    assert (job.status, job.created) == ("failed", 0)
+    assert job.error.startswith("In the chunk from row 1 of the import: FileNotFoundError")
