@@ -11,6 +11,8 @@ from django.utils.decorators import method_decorator
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
+# Registers the "Import products" pages (catalog.admin_imports) with the admin site.
+from catalog.admin_imports import ProductImportAdmin  # noqa: F401
 from catalog.forms import ProductAdminForm, ProductImageForm
 from catalog.models import Category, Product, ProductImage, ReviewQueueItem
 from catalog.selectors import category_list_with_product_count, products_needing_review
@@ -94,6 +96,7 @@ class ProductAdmin(ConfidenceColumn, admin.ModelAdmin):
     search_fields = ("name", "sku")
     actions = ["classify_again"]
     change_form_template = "vitrine/product_change_form.html"
+    change_list_template = "vitrine/product_change_list.html"
     readonly_fields = (
         "slug",
         "image_preview",

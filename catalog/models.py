@@ -234,3 +234,62 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event} to {self.endpoint}"
+
+
+def product_import_photos_path(instance: models.Model, filename: str) -> str:
+    """The ZIP of an import is kept under a random name until its job ends; web and workers read it by key."""
+    return f"imports/{uuid.uuid4().hex}.zip"
+
+
+class ProductImport(models.Model):
+    """A CSV of products with a ZIP of their photos: previewed, then imported row by row in the background."""
+
+    class Status(models.TextChoices):
+        PREVIEW = "preview", "Preview: nothing saved yet"
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PREVIEW, db_index=True)
+    csv_name = models.CharField("CSV file", max_length=255)
+    zip_name = models.CharField("ZIP file", max_length=255)
+    photos = models.FileField(upload_to=product_import_photos_path, max_length=255, blank=True)
+    # The rows that passed the preview, in file order: {"row", "sku", "name", "price", "description",
+    # "category_id", "image"}; the job imports exactly these.
+    rows = models.JSONField(default=list, blank=True)
+    # Rows refused by the preview: [{"row", "sku", "reasons": [...]}], never imported.
+    row_errors = models.JSONField(default=list, blank=True)
+    # The preview's plan, by SKU at preview time.
+    new_count = models.PositiveIntegerField(default=0)
+    update_count = models.PositiveIntegerField(default=0)
+    unchanged_count = models.PositiveIntegerField(default=0)
+    # Index in `rows` of the next row to import: a redelivered task goes on from here.
+    cursor = models.PositiveIntegerField(default=0)
+    created = models.PositiveIntegerField(default=0)
+    updated = models.PositiveIntegerField(default=0)
+    unchanged = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    # Rows that failed at import time (a SKU taken meanwhile, a category deleted), shaped like row_errors.
+    import_errors = models.JSONField(default=list, blank=True)
+    # Why the job as a whole stopped (its ZIP could not be read...); the rows saved so far stay.
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "product import"
+
+    def __str__(self) -> str:
+        return f"Import {self.pk} ({self.csv_name})"
+
+    @property
+    def total(self) -> int:
+        return len(self.rows)

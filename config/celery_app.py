@@ -48,4 +48,9 @@ def _sweep_schedule(sender: Celery, **kwargs: object) -> None:
             "task": "catalog.tasks.sweep_webhook_deliveries",
             "schedule": 60.0,
         },
+        # Product imports whose chunk message was lost (on the jobs queue).
+        "sweep-product-imports": {
+            "task": "catalog.tasks.sweep_product_imports",
+            "schedule": 60.0,
+        },
     }

@@ -249,6 +249,17 @@ VITRINE_WEBHOOK_MAX_ATTEMPTS = env.int("VITRINE_WEBHOOK_MAX_ATTEMPTS", default=8
 VITRINE_DRIFT_ALERT_POINTS = env.float("VITRINE_DRIFT_ALERT_POINTS", default=15.0)
 VITRINE_DRIFT_MIN_PREDICTIONS = env.int("VITRINE_DRIFT_MIN_PREDICTIONS", default=30)
 
+# Bulk import of products (CSV + ZIP of photos, admin "Import products"): limits checked before anything is
+# stored, and rows per task of the import job (its cursor moves on after each row).
+VITRINE_IMPORT_MAX_ROWS = env.int("VITRINE_IMPORT_MAX_ROWS", default=5000)
+VITRINE_IMPORT_MAX_CSV_BYTES = env.int("VITRINE_IMPORT_MAX_CSV_BYTES", default=5 * 1024 * 1024)
+# The proxy lets this much through on the import page only (docker/Caddyfile, VITRINE_PROXY_MAX_IMPORT_BODY).
+VITRINE_IMPORT_MAX_ZIP_BYTES = env.int("VITRINE_IMPORT_MAX_ZIP_BYTES", default=200 * 1024 * 1024)
+VITRINE_IMPORT_MAX_ZIP_ENTRIES = env.int("VITRINE_IMPORT_MAX_ZIP_ENTRIES", default=10_000)
+VITRINE_IMPORT_CHUNK_SIZE = env.int("VITRINE_IMPORT_CHUNK_SIZE", default=50)
+# An import whose cursor has not moved for this long gets its chunk sent again by the sweep.
+VITRINE_IMPORT_STALE_AFTER_S = env.int("VITRINE_IMPORT_STALE_AFTER_S", default=300)
+
 # Celery. Embedded default: a filesystem broker that needs no server; set CELERY_BROKER_URL for Redis.
 # "localhost" only quiets kombu, which warns about a URL without a host; the folder is what matters.
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://localhost//")

@@ -21,10 +21,11 @@ from django.test import Client, RequestFactory
 from django.urls import reverse
 from django.utils import timezone
 
-from catalog.models import Category, Product, WebhookDelivery, WebhookEndpoint
+from catalog.models import Category, Product, ProductImport, WebhookDelivery, WebhookEndpoint
 from catalog.services.products import product_create
 from classifier.models import BulkJob, ModelVersion, Prediction, TrainingRun
 from classifier.services.model_versions import model_version_activate
+from tests.catalog.imports import catalog_files, csv_upload, zip_upload
 from tests.predictions import prediction_apply
 from tests.roles import CALLERS, caller_user
 
@@ -98,6 +99,8 @@ ACTIONS = {
     ("catalog.webhookendpoint", "delete_selected"): Row(
         "catalog.delete_webhookendpoint", SUPERUSER, "delete_webhook_endpoint"
     ),
+    # Importing (and so deleting an import) takes catalog.add_product and catalog.change_product together.
+    ("catalog.productimport", "delete_selected"): Row("catalog.add_product", EDITOR, "delete_import"),
     ("classifier.modelversion", "activate"): Row(
         "classifier.change_modelversion", OPERATOR, "activate_selected"
     ),
@@ -120,6 +123,9 @@ VIEWS = {
     "catalog_product_classify_again": Row("catalog.change_product", EDITOR, "classify_again_one"),
     "catalog_reviewqueueitem_accept": Row("catalog.change_product", EDITOR, "accept_one"),
     "catalog_reviewqueueitem_set_category": Row("catalog.change_product", EDITOR, "set_category"),
+    "catalog_productimport_upload": Row("catalog.add_product", EDITOR, "import_upload"),
+    "catalog_productimport_start": Row("catalog.add_product", EDITOR, "import_start"),
+    "catalog_productimport_cancel": Row("catalog.add_product", EDITOR, "import_cancel"),
     "classifier_modelversion_activate": Row("classifier.change_modelversion", OPERATOR, "activate_one"),
     "classifier_modelversion_roll_back": Row("classifier.change_modelversion", OPERATOR, "roll_back"),
     "classifier_trainingrun_retrain": Row("classifier.add_trainingrun", OPERATOR, "retrain"),
@@ -130,6 +136,7 @@ VIEWS = {
 }
 # The admin's own views that only read, with the view permission each checks.
 READ_ONLY_VIEWS = {
+    "catalog_productimport_progress": "catalog.add_product",
     "classifier_modelversion_compare": "classifier.view_modelversion",
     "classifier_modelversion_artifact": "classifier.view_modelversion",
     "classifier_trainingrun_progress": "classifier.view_trainingrun",
@@ -346,6 +353,8 @@ def scenario(name: str, make_upload) -> tuple[Send, Effect]:
         send = post(f"classifier_bulkjob_{name.removesuffix('_job')}", job.pk)
         after = BulkJob.Status.CANCELLED if name == "cancel_job" else BulkJob.Status.QUEUED
         return send, lambda _: BulkJob.objects.get(pk=job.pk).status == after
+    if name.endswith("_import") or name.startswith("import_"):
+        return import_scenario(name)
     if name == "retrain":
         send = post("classifier_trainingrun_retrain", use_defaults="1")
         return send, lambda _: TrainingRun.objects.exists()
@@ -377,6 +386,21 @@ def webhook_scenario(name: str) -> tuple[Send, Effect]:
     return send, lambda _: not WebhookEndpoint.objects.exists()
 
 
+def import_scenario(name: str) -> tuple[Send, Effect]:
+    rows, photos = catalog_files(1)
+    if name == "import_upload":
+        send = post("catalog_productimport_upload", csv_file=csv_upload(rows), zip_file=zip_upload(photos))
+        return send, lambda _: ProductImport.objects.exists()
+    status = {"delete_import": "succeeded", "import_start": "preview", "import_cancel": "running"}[name]
+    job = ProductImport.objects.create(status=status, csv_name="p.csv", zip_name="p.zip", rows=[{"row": 2}])
+    if name == "delete_import":
+        send = action("catalog.productimport", "delete_selected", [job.pk], post="yes")
+        return send, lambda _: not ProductImport.objects.exists()
+    send = post(f"catalog_productimport_{name.removeprefix('import_')}", job.pk)
+    after = "queued" if name == "import_start" else "cancelled"
+    return send, lambda _: ProductImport.objects.get(pk=job.pk).status == after
+
+
 def shop_state() -> dict:
     """Everything an action or view here may change, to compare before and after a refused request."""
     return {
@@ -390,6 +414,7 @@ def shop_state() -> dict:
         "jobs": list(BulkJob.objects.order_by("pk").values_list("pk", "status")),
         "webhooks": list(WebhookEndpoint.objects.values_list("pk", flat=True)),
         "deliveries": list(WebhookDelivery.objects.order_by("pk").values_list("pk", "status")),
+        "imports": list(ProductImport.objects.order_by("pk").values_list("pk", "status")),
     }
 
 

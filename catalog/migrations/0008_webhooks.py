@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('catalog', '0006_product_colors'),
+        ('catalog', '0007_product_import'),
     ]
 
     operations = [
