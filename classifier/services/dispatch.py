@@ -14,13 +14,14 @@ CLASSIFY_PRODUCTS_CHUNK = "classifier.tasks.classify_products_chunk"
 TRAIN_MODEL = "classifier.tasks.train_model"
 
 
-def task_send(name: str, *, unsent: str, **kwargs: object) -> bool:
-    """Publishes the task; False when the broker cannot be reached, logging `unsent` (what waits now).
+def task_send(name: str, *, unsent: str, options: dict | None = None, **kwargs: object) -> bool:
+    """Publishes the task (with send_task `options`, e.g. countdown); False when the broker cannot be reached,
+    logging `unsent` (what waits now).
 
     Never raises: a row left waiting is found by the sweeps, so every failure to publish means the same thing.
     """
     try:
-        current_app.send_task(name, kwargs=kwargs)
+        current_app.send_task(name, kwargs=kwargs, **(options or {}))
     except Exception as error:  # Any failure to publish means the same thing: the sweep must send it later.
         logger.warning("%s: cannot reach the broker (%s)", unsent, error)
         return False
