@@ -71,12 +71,42 @@ def _classification_retry(requests: list[SimpleRequest], *, error: Exception) ->
             logger.warning("products %s: Retry in %ss: %r", product_ids, countdown, error)
 
 
+class InferenceBatches(Batches):
+    """celery-batches that waits for more messages while they keep coming.
+
+    The worker reads waiting messages one by one; a batch is flushed when it is full, or at a tick of its
+    timer (every flush_interval) that found no message more than the tick before, so a backlog fills batches
+    and a lone photo waits one tick. The timer starts at the first message after a flush: celery-batches' own
+    repeating one would be overdue after a long batch and flush the next with whatever single message came.
+    """
+
+    # Messages buffered at the last tick that did not flush; a lone message flushes at the first tick.
+    _seen_waiting = 1
+
+    def _do_flush(self) -> None:
+        waiting = self._buffer.qsize()
+        if self._seen_waiting < waiting < self.flush_every:
+            self._seen_waiting = waiting
+            return
+        self._seen_waiting = 1
+        super()._do_flush()
+
+    def flush(self, requests: list) -> object:
+        try:
+            return super().flush(requests)
+        finally:
+            # Messages with an ETA (retries) wait on the timer; without any, the next message starts it again.
+            if self._tref is not None and self._pending.qsize() == 0:
+                self._tref.cancel()
+                self._tref = None
+
+
 # A batch task (celery-batches): the worker hands it every message it holds, up to a batch, after waiting
 # VITRINE_INFERENCE_BATCH_WAIT_MS for more. Each message is acknowledged only once the batch returned: a
 # worker killed mid-batch leaves all of them to be delivered again. The web still sends one per product.
 @shared_task(
     name=CLASSIFY_PRODUCTS,
-    base=Batches,
+    base=InferenceBatches,
     bind=True,
     acks_late=True,
     flush_every=settings.VITRINE_INFERENCE_BATCH_SIZE,

@@ -78,7 +78,7 @@ def status_of(product: Product) -> tuple[str, str]:
 @pytest.mark.parametrize(
     ("error", "shown"),
     [
-        # No SoftTimeLimitExceeded: a batch task has no Celery time limit; VITRINE_INFERENCE_DEADLINE_S bounds it.
+        # No SoftTimeLimitExceeded: a batch task has no Celery time limit (VITRINE_INFERENCE_DEADLINE_S).
         (MemoryError(), "The worker ran out of memory."),
         (PermissionError(13, "Permission denied"), "PermissionError: [Errno 13] Permission denied"),
     ],
