@@ -33,6 +33,7 @@ import numpy as np
 from django.conf import settings
 
 from catalog.models import Product
+from catalog.selectors import products_classification_attempts
 from catalog.services.classification import (
     product_classification_fail,
     products_classification_release,
@@ -118,21 +119,32 @@ class Delivery:
 
 
 def deliveries_classify(*, deliveries: list[Delivery]) -> BatchOutcome:
-    """The messages a worker holds: first deliveries in one batch, each message delivered again on its own."""
-    first = [
-        product_id
-        for delivery in deliveries
-        if not delivery.redelivered
-        for product_id in delivery.product_ids
-    ]
-    batches = ([first] if first else []) + [d.product_ids for d in deliveries if d.redelivered]
+    """The messages a worker holds: first deliveries in one batch, each message delivered again on its own.
+
+    Only a message's own batch counts as a delivery of its products: a worker that dies on a batch of several
+    has every message of it delivered again, each alone, where a photo that kills its worker is counted.
+    """
+    first = [delivery.product_ids for delivery in deliveries if not delivery.redelivered]
+    again = [delivery.product_ids for delivery in deliveries if delivery.redelivered]
+    attempts = products_classification_attempts(
+        product_ids=[pk for product_ids in again for pk in product_ids]
+    )
+    # A photo that already killed a worker alone goes last: it would take the messages after it down again.
+    again.sort(key=lambda product_ids: max((attempts.get(pk, 0) for pk in product_ids), default=0))
+    batches = ([first] if first else []) + [[product_ids] for product_ids in again]
     logger.info(
         "classifying %s message(s) in %s batch(es): products %s",
         len(deliveries),
         len(batches),
         [product_id for delivery in deliveries for product_id in delivery.product_ids],
     )
-    outcomes = [products_classify_delivered(product_ids=product_ids) for product_ids in batches]
+    outcomes = [
+        products_classify_delivered(
+            product_ids=[product_id for product_ids in messages for product_id in product_ids],
+            counted=len(messages) == 1,
+        )
+        for messages in batches
+    ]
     return BatchOutcome(
         classified=sum(outcome.classified for outcome in outcomes),
         failed=sum(outcome.failed for outcome in outcomes),
@@ -140,15 +152,17 @@ def deliveries_classify(*, deliveries: list[Delivery]) -> BatchOutcome:
     )
 
 
-def products_classify_delivered(*, product_ids: list[int]) -> BatchOutcome:
-    """One delivery of the products' classification: the ones still waiting for it, counted while it runs."""
+def products_classify_delivered(*, product_ids: list[int], counted: bool = True) -> BatchOutcome:
+    """One delivery of the products' classification: the ones still waiting for it, counted while it runs
+    (unless not `counted`: see deliveries_classify)."""
     product_ids = products_classification_start(
-        product_ids=product_ids, max_attempts=settings.VITRINE_MAX_DELIVERIES
+        product_ids=product_ids, max_attempts=settings.VITRINE_MAX_DELIVERIES, counted=counted
     )
     try:
         return products_classify(product_ids=product_ids)
     finally:
-        products_classification_release(product_ids=product_ids)
+        if counted:
+            products_classification_release(product_ids=product_ids)
 
 
 def products_classify(*, product_ids: list[int]) -> BatchOutcome:
