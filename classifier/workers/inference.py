@@ -15,7 +15,8 @@ waits inside a TensorFlow call. Nothing can stop a hung call from outside, so it
 
 Batches: the worker hands over every message it holds (classifier.tasks, celery-batches), and the photos of
 first deliveries are classified together, in one forward pass. A message delivered again (its worker died
-holding it) is classified alone, so a photo that kills its worker takes no batch-mate to the delivery limit.
+holding it) is classified alone, and only a delivery alone is counted, so a photo that kills its worker takes
+no batch-mate to the delivery limit.
 Photos are decoded and resized in a thread pool, one thread per core this process owns (Pillow releases the
 GIL while it decodes and resizes), so decoding a batch takes the time of its share per core, not the sum.
 """
