@@ -13,6 +13,14 @@ then:
      of the time from the save call to the prediction being visible in the database (goal p50 <= 250 ms,
      p95 <= 1 s on 2 cores);
   2. saves --burst products as fast as it can and prints how many images per second the worker classified.
+
+Burst mode (--burst-workers 1,2 --mode batched,single --burst 2000): for each number of workers and each mode,
+starts that many worker processes (each pinned to its share of this machine's cores, so TensorFlow and the
+decoding pool size themselves to it), makes --burst products whose photos are stored, sends their messages at
+once and prints images/s, p50/p95 from the send to the category, lost (never classified) and double-applied
+(applied more than once: from the workers' logs); then the decode + forward floor of this machine, measured in
+this process while no worker runs. "batched": VITRINE_INFERENCE_BATCH_SIZE (default 16); "single": 1.
+With --kill-one (and one number of workers, at least 2), one worker is SIGKILLed once half the burst is done.
 """
 
 import argparse
@@ -78,7 +86,19 @@ def main() -> None:
         "--artifact", type=pathlib.Path, help="model directory; default: newest in VITRINE_MODELS_DIR"
     )
     parser.add_argument("--no-worker", action="store_true", help="use a worker that is already running")
+    parser.add_argument("--burst-workers", help="burst mode: numbers of worker processes, e.g. 1,2")
+    parser.add_argument("--mode", default="batched,single", help="burst mode: batched, single or both")
+    parser.add_argument(
+        "--batch-size", type=int, default=16, help="VITRINE_INFERENCE_BATCH_SIZE when batched"
+    )
+    parser.add_argument("--kill-one", action="store_true", help="burst mode: SIGKILL one worker midway")
     args = parser.parse_args()
+    modes = args.mode.split(",")
+    if not set(modes) <= {"batched", "single"}:
+        parser.error(f"--mode takes batched, single or both (comma-separated), not {args.mode!r}")
+    worker_counts = [int(count) for count in args.burst_workers.split(",")] if args.burst_workers else []
+    if args.kill_one and (len(worker_counts) != 1 or worker_counts[0] < 2):
+        parser.error("--kill-one needs one number of workers, at least 2: --burst-workers 2")
 
     scratch = pathlib.Path(tempfile.mkdtemp(prefix="vitrine-bench-"))
     database_url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL)
@@ -121,6 +141,7 @@ def main() -> None:
 
     from catalog.models import Product
     from catalog.services.products import product_create
+    from classifier.ml.machine import machine_line
     from classifier.services.model_versions import model_version_register
 
     worker = None
@@ -133,6 +154,19 @@ def main() -> None:
             model_version_register(artifact_dir=artifact, name=f"bench-{uuid.uuid4().hex[:8]}", activate=True)
         print(f"setup: {setup}")
         print(f"model: {artifact or 'trained by bootstrap_model'}")
+        print(f"machine: {machine_line()}")
+        if worker_counts:
+            import pipeline_burst
+
+            pipeline_burst.bursts(
+                worker_counts=worker_counts,
+                modes=modes,
+                burst=args.burst,
+                batch_size=args.batch_size,
+                kill_one=args.kill_one,
+                scratch=scratch,
+            )
+            return
         if not args.no_worker:
             worker = start_worker(log_path=scratch / "worker.log")
         photos = sample_photos(pathlib.Path(settings.VITRINE_DATASETS_DIR))
@@ -220,7 +254,14 @@ def sample_photos(datasets_dir: pathlib.Path) -> list[tuple[str, bytes]]:
     return photos
 
 
-def start_worker(*, log_path: pathlib.Path) -> subprocess.Popen:
+def start_worker(
+    *,
+    log_path: pathlib.Path,
+    env: dict[str, str] | None = None,
+    cores: list[int] | None = None,
+    hostname: str = "bench@%h",
+) -> subprocess.Popen:
+    """A solo inference worker; with `cores`, pinned to them (TensorFlow sizes its pools to those)."""
     command = [
         sys.executable,
         "-m",
@@ -237,9 +278,20 @@ def start_worker(*, log_path: pathlib.Path) -> subprocess.Popen:
         "--without-gossip",
         "--without-mingle",
         "--without-heartbeat",
+        "--hostname",
+        hostname,
     ]
     log = log_path.open("wb")
-    worker = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+    worker = subprocess.Popen(
+        command,
+        cwd=REPO_ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    if cores:
+        # At once, before the worker starts a thread or sizes TensorFlow (seconds later, at its first import).
+        os.sched_setaffinity(worker.pid, cores)
     deadline = time.monotonic() + 120
     while b" ready." not in log_path.read_bytes():
         if worker.poll() is not None or time.monotonic() > deadline:

@@ -63,3 +63,8 @@ def products_reviewed_for_training() -> QuerySet[Product]:
         .select_related("category")
         .order_by("pk")
     )
+
+
+def products_classification_attempts(*, product_ids: list[int]) -> dict[int, int]:
+    """Each product's counted deliveries that never ended (its worker died), by id (none for one gone)."""
+    return dict(Product.objects.filter(pk__in=product_ids).values_list("pk", "classification_attempts"))

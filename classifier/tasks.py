@@ -5,23 +5,30 @@ The worker-side modules load TensorFlow, so each task imports its module when it
 imports this file before it forks its pool, and TensorFlow must not be loaded there.
 """
 
+import logging
+
 from celery import Task, shared_task
 from celery.concurrency.prefork import TaskPool as PreforkPool
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import task_received, worker_ready
+from celery.utils.time import get_exponential_backoff_interval
+from celery_batches import Batches, SimpleRequest
 from django.conf import settings
 from django.db import InterfaceError as DatabaseInterfaceError
 from django.db import OperationalError as DatabaseOperationalError
 from django.db import connections
 from kombu.exceptions import OperationalError as BrokerOperationalError
 
+from catalog.queues import task_send
 from catalog.services.classification import products_classification_fail
 from classifier.services.bulk import bulk_job_fail, bulk_jobs_sweep
 from classifier.services.classification import products_sweep_stuck
+from classifier.services.dispatch import CLASSIFY_PRODUCTS
 from classifier.services.drift import drift_alerts_record
 from classifier.services.training import training_runs_fail_orphaned, training_runs_sweep
 from classifier.workers import recovery
 
+logger = logging.getLogger(__name__)
 # Errors that pass by themselves (database restarting, a lock held, broker reconnecting): retry with backoff.
 TRANSIENT_ERRORS = (DatabaseOperationalError, DatabaseInterfaceError, BrokerOperationalError)
 # Their retry policy, shared by the inference tasks: jittered exponential backoff, at most a minute apart.
@@ -43,25 +50,91 @@ def failure_text(task: Task, error: Exception) -> str:
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
+def _classification_retry(requests: list[SimpleRequest], *, error: Exception) -> None:
+    """Sends each message of a batch that met a transient error again, later (jittered exponential backoff);
+    past max_retries its products stay queued for the sweep. The batch's messages are acknowledged after."""
+    for request in requests:
+        retries = (request.request_dict or {}).get("retries") or 0
+        product_ids = request.kwargs["product_ids"]
+        if retries >= RETRY_TRANSIENT_ERRORS["max_retries"]:
+            logger.warning(
+                "products %s: gave up retrying (%r); the sweep sends them again", product_ids, error
+            )
+            continue
+        countdown = get_exponential_backoff_interval(
+            factor=1, retries=retries, maximum=RETRY_TRANSIENT_ERRORS["retry_backoff_max"], full_jitter=True
+        )
+        if task_send(
+            CLASSIFY_PRODUCTS,
+            unsent=f"products {product_ids} stay queued for the sweep",
+            options={"countdown": countdown, "retries": retries + 1},
+            product_ids=product_ids,
+        ):
+            logger.warning("products %s: Retry in %ss: %r", product_ids, countdown, error)
+
+
+class InferenceBatches(Batches):
+    """celery-batches that waits for more messages while they keep coming.
+
+    The worker reads waiting messages one by one; a batch is flushed when it is full, or at a tick of its
+    timer (every flush_interval) that found no message more than the tick before, so a backlog fills batches
+    and a lone photo waits one tick. The timer starts at the first message after a flush: celery-batches' own
+    repeating one would be overdue after a long batch and flush the next with whatever single message came.
+    """
+
+    # Messages buffered at the last tick that did not flush; a lone message flushes at the first tick.
+    _seen_waiting = 1
+
+    def _do_flush(self) -> None:
+        waiting = self._buffer.qsize()
+        if self._seen_waiting < waiting < self.flush_every:
+            self._seen_waiting = waiting
+            return
+        self._seen_waiting = 1
+        super()._do_flush()
+
+    def flush(self, requests: list) -> object:
+        try:
+            return super().flush(requests)
+        finally:
+            # Messages with an ETA (retries) wait on the timer; without any, the next message starts it again.
+            if self._tref is not None and self._pending.qsize() == 0:
+                self._tref.cancel()
+                self._tref = None
+
+
+# A batch task (celery-batches): the worker hands it every message it holds, up to a batch, after waiting
+# VITRINE_INFERENCE_BATCH_WAIT_MS for more. Each message is acknowledged only once the batch returned: a
+# worker killed mid-batch leaves all of them to be delivered again. The web still sends one per product.
 @shared_task(
-    name="classifier.tasks.classify_products",
+    name=CLASSIFY_PRODUCTS,
+    base=InferenceBatches,
     bind=True,
     acks_late=True,
-    **RETRY_TRANSIENT_ERRORS,
-    soft_time_limit=60,
-    time_limit=90,
+    flush_every=settings.VITRINE_INFERENCE_BATCH_SIZE,
+    flush_interval=settings.VITRINE_INFERENCE_BATCH_WAIT_MS / 1000,
 )
-def classify_products(self, product_ids: list[int]) -> None:
+def classify_products(self, requests: list[SimpleRequest]) -> None:
     from classifier.workers import inference  # loads TensorFlow: in the serving process only
 
+    deliveries = [
+        inference.Delivery(
+            product_ids=request.kwargs["product_ids"],
+            redelivered=bool((request.delivery_info or {}).get("redelivered")),
+        )
+        for request in requests
+    ]
     try:
-        inference.products_classify_delivered(product_ids=product_ids)
-    except TRANSIENT_ERRORS:
-        raise
+        inference.deliveries_classify(deliveries=deliveries)
+    except TRANSIENT_ERRORS as error:
+        _classification_retry(requests, error=error)
     except Exception as error:
-        # Not transient: running it again would fail the same way, so the products end failed (and the
-        # task still fails, for the worker's log).
-        products_classification_fail(product_ids=product_ids, error=failure_text(self, error))
+        # Not transient: running it again would fail the same way, so the products still waiting end failed
+        # (and the batch fails, for the worker's log).
+        products_classification_fail(
+            product_ids=[product_id for delivery in deliveries for product_id in delivery.product_ids],
+            error=failure_text(self, error),
+        )
         raise
 
 
@@ -126,6 +199,18 @@ def _load_model_before_first_product(sender: object, **kwargs: object) -> None:
         runtime.warm_up()
         # Outside a task nothing closes it; an idle connection would not survive a database restart.
         connections.close_all()
+
+
+@worker_ready.connect
+def _prefetch_a_batch(sender: object, **kwargs: object) -> None:
+    # A batch fills only from delivered messages: the solo inference worker holds up to a batch unacknowledged
+    # (one process, so its prefetch count is the multiplier; kept across reconnections).
+    consumed = {queue.name for queue in sender.task_consumer.queues}
+    if settings.VITRINE_INFERENCE_QUEUE in consumed and not isinstance(sender.pool, PreforkPool):
+        sender.prefetch_multiplier = settings.VITRINE_INFERENCE_BATCH_SIZE
+        sender.initial_prefetch_count = sender.max_prefetch_count
+        sender.qos.value = sender.initial_prefetch_count
+        sender.qos.update()
 
 
 @worker_ready.connect

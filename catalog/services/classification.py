@@ -41,12 +41,15 @@ def products_mark_queued(*, product_ids: list[int]) -> int:
 
 
 @transaction.atomic
-def products_classification_start(*, product_ids: list[int], max_attempts: int) -> list[int]:
-    """Counts one more delivery of the products' classification; returns the ids to classify now.
+def products_classification_start(
+    *, product_ids: list[int], max_attempts: int, counted: bool = True
+) -> list[int]:
+    """Counts one more delivery of the products' classification (unless not `counted`); returns the ids to
+    classify now.
 
     Only products waiting for a classification are classified: one that has it, or that failed, is a
     duplicate message's (a failed one waits for a person's "Classify again"). A product whose last
-    `max_attempts` deliveries never ended (each killed its worker) is failed instead of run again.
+    `max_attempts` counted deliveries never ended (each killed its worker) is failed instead of run again.
     """
     products = Product.objects.select_for_update().filter(pk__in=product_ids).order_by("pk")
     to_classify = []
@@ -60,8 +63,9 @@ def products_classification_start(*, product_ids: list[int], max_attempts: int) 
                 "or a crash); it is not sent again until someone classifies it again.",
             )
         else:
-            product.classification_attempts += 1
-            product.save(update_fields=["classification_attempts", "updated_at"])
+            if counted:
+                product.classification_attempts += 1
+                product.save(update_fields=["classification_attempts", "updated_at"])
             to_classify.append(product.pk)
     return to_classify
 

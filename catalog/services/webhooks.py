@@ -97,7 +97,7 @@ def webhook_delivery_send(*, delivery_id: int, countdown: float | None = None) -
     return task_send(
         DELIVER_WEBHOOK,
         unsent=f"webhook delivery {delivery_id} waits for the sweep",
-        countdown=countdown,
+        options={"countdown": countdown} if countdown is not None else None,
         delivery_id=delivery_id,
     )
 

@@ -223,6 +223,33 @@ VITRINE_STUCK_AFTER_SECONDS = env.int("VITRINE_STUCK_AFTER_SECONDS", default=120
 VITRINE_MAX_DELIVERIES = env.int("VITRINE_MAX_DELIVERIES", default=3)
 # Seconds one inference (reading a batch's photos and running the model) may take before its products fail.
 VITRINE_INFERENCE_DEADLINE_S = env.float("VITRINE_INFERENCE_DEADLINE_S", default=60.0)
+
+
+def bounded_number(name: str, raw: str, *, low: float, high: float, kind: type = int) -> float:
+    """The setting `name` as a `kind` between low and high inclusive; refuses anything else by name."""
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = math.nan
+    if not low <= value <= high:
+        raise ImproperlyConfigured(f"{name} must be a number from {low:g} to {high:g}, not {raw!r}")
+    return value
+
+
+# Photos waiting for the inference worker are classified in one forward pass, this many at most; the worker
+# holds as many messages unacknowledged (its prefetch), since a batch fills only from delivered messages.
+# At most 64: the serving code's chunk (classifier.ml.serving.SERVING_CHUNK).
+VITRINE_INFERENCE_BATCH_SIZE = bounded_number(
+    "VITRINE_INFERENCE_BATCH_SIZE", env("VITRINE_INFERENCE_BATCH_SIZE", default="16"), low=1, high=64
+)
+# How long a worker that holds fewer photos than a batch waits for more before classifying them.
+VITRINE_INFERENCE_BATCH_WAIT_MS = bounded_number(
+    "VITRINE_INFERENCE_BATCH_WAIT_MS",
+    env("VITRINE_INFERENCE_BATCH_WAIT_MS", default="5"),
+    low=1,
+    high=1000,
+    kind=float,
+)
 # "Retrain now" in the admin: the recipe a one-click run uses (the settings page can change it per run).
 # The pretrained EfficientNet-Lite2 at its input size (260 px); without its wheel, vitrine_cnn from scratch.
 VITRINE_RETRAIN_ARCH = env("VITRINE_RETRAIN_ARCH", default="effnet_lite2")

@@ -4,12 +4,14 @@ failed with the reason, is not sent again by the sweeps, and a person can retry 
 In this process with a real tiny model; a worker really killed on a photo: tests/e2e/test_pipeline.py.
 """
 
+import json
 import threading
 import time
 from decimal import Decimal
 
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
+from celery_batches import SimpleRequest
 from django.db import OperationalError
 from django.urls import reverse
 from rest_framework.test import APIClient
@@ -20,12 +22,17 @@ from catalog.services.products import product_create
 from classifier.models import BulkJob, ModelVersion, Prediction
 from classifier.services.bulk import bulk_job_cancel, bulk_job_chunk_start, bulk_job_create, bulk_jobs_sweep
 from classifier.services.classification import products_sweep_stuck
-from classifier.tasks import classify_products, classify_products_chunk
+from classifier.tasks import RETRY_TRANSIENT_ERRORS, classify_products, classify_products_chunk
 from classifier.workers import inference, runtime
-from tests.e2e.support import photo_bytes
+from tests.e2e.support import BrokerQueues, photo_bytes
 from tests.roles import caller_user
 
 pytestmark = pytest.mark.django_db
+
+
+def classify(product_ids: list[int]) -> None:
+    """One delivery of classify_products, run in this process as a batch of its one message."""
+    classify_products.apply(kwargs={"product_ids": product_ids}, throw=True)
 
 
 @pytest.fixture
@@ -55,10 +62,10 @@ def model_raises(monkeypatch, active_model_version: ModelVersion):
     def raising(error: BaseException) -> None:
         _version, classifier = runtime.active_classifier()
 
-        def predict_images(images: list) -> list:
+        def predict_arrays(pixels: object) -> list:
             raise error
 
-        monkeypatch.setattr(classifier, "predict_images", predict_images)
+        monkeypatch.setattr(classifier, "predict_arrays", predict_arrays)
 
     return raising
 
@@ -71,8 +78,8 @@ def status_of(product: Product) -> tuple[str, str]:
 @pytest.mark.parametrize(
     ("error", "shown"),
     [
+        # No SoftTimeLimitExceeded: a batch task has no Celery time limit (VITRINE_INFERENCE_DEADLINE_S).
         (MemoryError(), "The worker ran out of memory."),
-        (SoftTimeLimitExceeded(), "Stopped at its time limit of 60 s."),
         (PermissionError(13, "Permission denied"), "PermissionError: [Errno 13] Permission denied"),
     ],
 )
@@ -83,7 +90,7 @@ def test_a_photo_that_makes_the_worker_raise_fails_the_product_and_the_sweep_lea
     model_raises(error)
 
     with pytest.raises(type(error)):
-        classify_products([product.pk])
+        classify([product.pk])
 
     assert status_of(product) == (Product.Status.FAILED, shown)
     assert products_sweep_stuck(older_than_s=0) == 2, "the other two products only"
@@ -101,9 +108,9 @@ def test_a_hung_inference_fails_its_product_at_the_deadline_and_the_next_one_is_
     released = threading.Event()
     if hung == "model call":
         _version, classifier = runtime.active_classifier()
-        predict_images = classifier.predict_images
+        predict_arrays = classifier.predict_arrays
         monkeypatch.setattr(
-            classifier, "predict_images", lambda images: released.wait() or predict_images(images)
+            classifier, "predict_arrays", lambda pixels: released.wait() or predict_arrays(pixels)
         )
     else:
         read_photo = inference._read_photo
@@ -111,11 +118,11 @@ def test_a_hung_inference_fails_its_product_at_the_deadline_and_the_next_one_is_
 
     started = time.monotonic()
     with pytest.raises(inference.InferenceDeadlineExceeded):
-        classify_products([product.pk])
+        classify([product.pk])
     waited_s = time.monotonic() - started
     released.set()
     monkeypatch.undo()
-    classify_products([next_product.pk])
+    classify([next_product.pk])
 
     assert waited_s < 5
     assert status_of(product) == (
@@ -130,13 +137,43 @@ def test_a_transient_error_does_not_fail_the_product_or_count_as_a_death(product
     product = products[0]
     settings.VITRINE_MAX_DELIVERIES = 2
     monkeypatch.setattr(runtime, "active_classifier", lambda: (_ for _ in ()).throw(OperationalError("gone")))
+    queues = BrokerQueues(settings.CELERY_BROKER_URL)
+    queues.clear()
 
     for _delivery in range(settings.VITRINE_MAX_DELIVERIES + 2):
-        with pytest.raises(OperationalError):
-            classify_products([product.pk])
+        classify([product.pk])
 
     product.refresh_from_db()
     assert (product.status, product.classification_attempts) == (Product.Status.PENDING, 0)
+    # Each delivery sent the message again (after a jittered backoff) with one more retry in its headers.
+    sent = [json.loads(raw) for raw in queues.client.lrange(settings.VITRINE_INFERENCE_QUEUE, 0, -1)]
+    queues.clear()
+    assert [message["headers"]["retries"] for message in sent] == [1] * (settings.VITRINE_MAX_DELIVERIES + 2)
+
+
+def test_a_transient_error_past_the_retries_leaves_the_products_to_the_sweep(products, monkeypatch, settings):
+    product = products[0]
+    monkeypatch.setattr(runtime, "active_classifier", lambda: (_ for _ in ()).throw(OperationalError("gone")))
+    queues = BrokerQueues(settings.CELERY_BROKER_URL)
+    queues.clear()
+    request = SimpleRequest(
+        id="last-retry",
+        name=classify_products.name,
+        args=(),
+        kwargs={"product_ids": [product.pk]},
+        delivery_info={},
+        hostname="here",
+        ignore_result=True,
+        reply_to=None,
+        correlation_id=None,
+        request_dict={"retries": RETRY_TRANSIENT_ERRORS["max_retries"]},
+    )
+
+    classify_products.run([request])
+
+    assert queues.length(settings.VITRINE_INFERENCE_QUEUE) == 0
+    assert status_of(product) == (Product.Status.PENDING, "")
+    assert products_sweep_stuck(older_than_s=0) == 3
 
 
 def test_a_photo_whose_worker_died_max_times_is_failed_instead_of_delivered_again(
@@ -148,8 +185,8 @@ def test_a_photo_whose_worker_died_max_times_is_failed_instead_of_delivered_agai
     for _death in range(3):
         assert products_classification_start(product_ids=[product.pk], max_attempts=3) == [product.pk]
 
-    classify_products([product.pk])
-    classify_products([other.pk])
+    classify([product.pk])
+    classify([other.pk])
 
     assert status_of(product) == (
         Product.Status.FAILED,
@@ -167,7 +204,7 @@ def test_deaths_before_a_delivery_that_ends_are_forgotten(products, active_model
     for _death in range(2):
         products_classification_start(product_ids=[product.pk], max_attempts=3)
 
-    classify_products([product.pk])
+    classify([product.pk])
 
     product.refresh_from_db()
     assert product.status in (Product.Status.CLASSIFIED, Product.Status.NEEDS_REVIEW)
@@ -178,11 +215,11 @@ def test_a_failed_product_is_retried_from_the_api(products, model_raises, editor
     product = products[0]
     model_raises(MemoryError())
     with pytest.raises(MemoryError):
-        classify_products([product.pk])
+        classify([product.pk])
     monkeypatch.undo()
 
     answer = editor_api.post(reverse("catalog-api:product-reclassify", kwargs={"id_or_slug": product.pk}))
-    classify_products([product.pk])
+    classify([product.pk])
 
     assert answer.status_code == 202
     assert (answer.json()["status"], answer.json()["error"]) == ("pending", "")

@@ -22,6 +22,11 @@ from tests.e2e.support import BrokerQueues, photo_bytes
 pytestmark = pytest.mark.django_db
 
 
+def classify(product_ids: list[int]) -> None:
+    """One delivery of classify_products, run in this process as a batch of its one message."""
+    classify_products.apply(kwargs={"product_ids": product_ids}, throw=True)
+
+
 @pytest.fixture
 def product(make_upload) -> Product:
     upload = make_upload("shirt.png", content=photo_bytes(seed=1), image_format="PNG")
@@ -31,7 +36,7 @@ def product(make_upload) -> Product:
 def test_classify_files_the_product_with_the_active_model_version(
     product: Product, active_model_version: ModelVersion
 ) -> None:
-    classify_products([product.pk])
+    classify([product.pk])
 
     product.refresh_from_db()
     assert product.status in (Product.Status.CLASSIFIED, Product.Status.NEEDS_REVIEW)
@@ -44,9 +49,9 @@ def test_classifying_the_same_photo_twice_applies_one_prediction(
     product: Product, active_model_version: ModelVersion, caplog, django_capture_on_commit_callbacks
 ) -> None:
     with caplog.at_level(logging.INFO), django_capture_on_commit_callbacks(execute=True):
-        classify_products([product.pk])
+        classify([product.pk])
         first = Product.objects.get(pk=product.pk)
-        classify_products([product.pk])
+        classify([product.pk])
     second = Product.objects.get(pk=product.pk)
 
     assert caplog.text.count(f"classification applied: product {product.pk} ") == 1
@@ -64,7 +69,7 @@ def test_an_unreadable_photo_fails_the_product_with_the_reason(
     with default_storage.open(product.image.name, "wb") as stored:
         stored.write(b"this is not a picture")
 
-    classify_products([product.pk])
+    classify([product.pk])
 
     product.refresh_from_db()
     assert product.status == Product.Status.FAILED
@@ -77,7 +82,7 @@ def test_a_photo_missing_from_storage_fails_the_product(
 ) -> None:
     default_storage.delete(product.image.name)
 
-    classify_products([product.pk])
+    classify([product.pk])
 
     product.refresh_from_db()
     assert product.status == Product.Status.FAILED
@@ -87,13 +92,13 @@ def test_a_photo_missing_from_storage_fails_the_product(
 def test_without_an_active_model_the_product_keeps_waiting(
     product: Product, tiny_model: pathlib.Path
 ) -> None:
-    classify_products([product.pk])
+    classify([product.pk])
 
     product.refresh_from_db()
     assert product.status == Product.Status.PENDING
 
     model_version_register(artifact_dir=tiny_model, activate=True)
-    classify_products([product.pk])
+    classify([product.pk])
 
     product.refresh_from_db()
     assert product.status in (Product.Status.CLASSIFIED, Product.Status.NEEDS_REVIEW)
@@ -103,7 +108,7 @@ def test_a_deleted_product_is_nothing_to_do(product: Product, active_model_versi
     product_id = product.pk
     product.delete()
 
-    classify_products([product_id])
+    classify([product_id])
 
     assert not Product.objects.filter(pk=product_id).exists()
 
@@ -130,7 +135,7 @@ def test_files_that_differ_from_the_registered_model_are_not_served(
     ModelVersion.objects.filter(pk=active_model_version.pk).update(model_sha256="0" * 64)
 
     with caplog.at_level(logging.ERROR, logger="classifier.workers.runtime"):
-        classify_products([product.pk])
+        classify([product.pk])
 
     product.refresh_from_db()
     assert product.status == Product.Status.PENDING

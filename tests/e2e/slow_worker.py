@@ -14,6 +14,7 @@ import signal
 import time
 
 from celery.signals import task_prerun
+from celery_batches import Batches
 
 from config.celery_app import app
 
@@ -48,9 +49,13 @@ _delays_s = {
 
 
 @task_prerun.connect
-def _pause(sender: object = None, task: object = None, kwargs: dict | None = None, **extra: object) -> None:
+def _pause(
+    sender: object = None, task: object = None, args: tuple = (), kwargs: dict | None = None, **extra: object
+) -> None:
     delay_s = _delays_s.get(task.name)
     if delay_s:
+        if isinstance(task, Batches):  # its one argument: the requests of the messages in the batch
+            kwargs = {"product_ids": [pk for request in args[0] for pk in request.kwargs["product_ids"]]}
         logger.warning(pause_line(task.name, **(kwargs or {})))
         time.sleep(delay_s)
 

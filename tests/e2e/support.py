@@ -29,7 +29,8 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 UNREACHABLE_BROKER_URL = "redis://127.0.0.1:9/15"
 APPLIED_LINE = "classification applied: product {product_id} "
 READY_LINE = " ready."
-RECEIVED_LINE = re.compile(r"Task classifier\.tasks\.classify_products\[[^\]]+\] received")
+# classifier.workers.inference says how many classify_products messages each batch it was handed holds.
+RECEIVED_LINE = re.compile(r"classifying (\d+) message\(s\) in ")
 
 
 def tiny_model_dir(*, base_dir: pathlib.Path) -> pathlib.Path:
@@ -265,4 +266,4 @@ class Workers:
         return self.logs().count(APPLIED_LINE.format(product_id=product_id))
 
     def received_count(self) -> int:
-        return len(RECEIVED_LINE.findall(self.logs()))
+        return sum(int(count) for count in RECEIVED_LINE.findall(self.logs()))

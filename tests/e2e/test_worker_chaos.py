@@ -19,7 +19,7 @@ from django.utils import timezone
 from catalog.models import WAITING_STATUSES, Product
 from catalog.services.products import product_create
 from classifier.models import BulkJob, ModelVersion
-from tests.e2e.slow_worker import FATAL_SKU_ENV
+from tests.e2e.slow_worker import FATAL_SKU_ENV, slow_tasks_env
 from tests.e2e.support import BrokerQueues, CeleryWorker, Workers, wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -103,6 +103,8 @@ def test_uploads_through_three_worker_kills_and_a_photo_that_kills_its_worker(
         "CELERY_VISIBILITY_TIMEOUT": "7200",
         "VITRINE_MAX_DELIVERIES": str(MAX_DELIVERIES),
         FATAL_SKU_ENV: POISON_SKU,
+        # A batching worker drains what waits at once; a pause per batch keeps messages in its hands to kill.
+        **slow_tasks_env(classifier__tasks__classify_products=0.3),
     }
     started = time.monotonic()
     killed: set[int] = set()
@@ -140,8 +142,13 @@ def test_uploads_through_three_worker_kills_and_a_photo_that_kills_its_worker(
     assert poison.status == Product.Status.FAILED
     assert poison.classification_error.startswith(f"The worker died {MAX_DELIVERIES} times on this photo")
     assert applied[poison.pk] == 0
-    assert broker_queues.length("inference") == 0
-    assert broker_queues.client.hlen("unacked") == 0
+    # A worker that died mid-batch also held messages of photos it had classified: given back, each is acked
+    # as a duplicate.
+    wait_for(
+        lambda: broker_queues.length("inference") == 0 and broker_queues.client.hlen("unacked") == 0,
+        timeout_s=30,
+        what="no message left in the queue or unacknowledged",
+    )
     assert not BulkJob.objects.filter(status=BulkJob.Status.RUNNING).exists()
 
     changed_at = dict(others.values_list("pk", "status_changed_at"))
@@ -160,4 +167,6 @@ def test_uploads_through_three_worker_kills_and_a_photo_that_kills_its_worker(
     )
     assert kills >= len(KILL_AFTER_UPLOADS)
     assert waits_s
-    assert max(waits_s) <= 10
+    # Batch-mates of the photo that kills its worker may wait one restart more: delivered again, each alone,
+    # those after it die with it once more, before its count fails it (classifier.workers.inference).
+    assert max(waits_s) <= 20
