@@ -40,9 +40,13 @@ MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     # Before CommonMiddleware, so its redirects and errors carry the CORS headers too.
     "corsheaders.middleware.CorsMiddleware",
+    # After sessions, before CommonMiddleware: the browser's Accept-Language picks the language.
+    "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Needs the signed-in user: a language chosen on the admin's Language page wins over the browser's.
+    "catalog.middleware.UserLanguageMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last: turns django-axes' lockout of a sign-in into its answer (429 and the message below).
@@ -106,7 +110,12 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
-LANGUAGE_CODE = "en-us"
+# English unless the person's choice (admin, Language) or their browser asks for Brazilian Portuguese.
+LANGUAGE_CODE = "en"
+# Each language named in its own words, so a person finds theirs whatever the page's language.
+LANGUAGES = [("en", "English"), ("pt-br", "Português (Brasil)")]
+# One catalog for the project's own strings; Django's admin brings its own pt_BR.
+LOCALE_PATHS = [BASE_DIR / "config" / "locale"]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
