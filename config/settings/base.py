@@ -6,6 +6,8 @@ from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.functional import lazy
+from django.utils.translation import ngettext
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -98,10 +100,18 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 # Its start-up banner would go to every command's stderr, ahead of the one line a command owes its user.
 AXES_VERBOSE = False
-AXES_COOLOFF_MESSAGE = (
-    "Too many failed sign-ins for this username from your address. "
-    f"Try again in {int(AXES_COOLOFF_TIME.total_seconds() // 60)} minutes."
-)
+
+
+def _cooloff_message(minutes: int) -> str:
+    return ngettext(
+        "Too many failed sign-ins for this username from your address. Try again in %(minutes)d minute.",
+        "Too many failed sign-ins for this username from your address. Try again in %(minutes)d minutes.",
+        minutes,
+    ) % {"minutes": minutes}
+
+
+# Lazy: worded in the language of the request that is refused (LocaleMiddleware), not at start-up.
+AXES_COOLOFF_MESSAGE = lazy(_cooloff_message, str)(int(AXES_COOLOFF_TIME.total_seconds() // 60))
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
