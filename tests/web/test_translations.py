@@ -1,18 +1,28 @@
-"""The pt-BR catalog that ships with the project: every message translated, and the .mo the .po compiles to.
+"""The pt-BR catalog that ships with the project: every marked string in it, every message translated, and
+the .mo the .po compiles to.
 
-Compiled with Babel (pure Python), so CI needs no gettext tools; compared as catalogs, not bytes, so a .mo
-made by msgfmt (`manage.py compilemessages`) or by Babel passes alike.
+No gettext tools needed (CI has none): marked strings are found with Python's ast (and Django's templatize for
+templates, as makemessages does), the .mo is compiled with Babel and compared as a catalog, not as bytes, so a
+.mo made by msgfmt (`manage.py compilemessages`) or by Babel passes alike.
 """
 
+import ast
 import gettext
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from django.conf import settings
+from django.utils.translation.template import templatize
 
+# Where the project's own strings are; classifier/ml has no Django, and migrations and tests are not shown.
+SOURCE_DIRS = ("catalog", "classifier", "config", "templates")
+SKIPPED_DIRS = ("migrations", "ml")
+MARKERS = {"gettext", "gettext_lazy", "gettext_noop", "_", "ngettext", "ngettext_lazy"}
+CALL = re.compile(r"\b(?:n?gettext)\(")
 CATALOGS = sorted(Path(path) for locale in settings.LOCALE_PATHS for path in Path(locale).glob("*/*/*.po"))
 
 
@@ -70,3 +80,55 @@ def test_placeholders_survive_translation():
 
 def _placeholders(text: str) -> set[str]:
     return set(re.findall(r"%\((\w+)\)[sd]", text))
+
+
+def _marker(call: ast.expr) -> str | None:
+    return call.id if isinstance(call, ast.Name) else call.attr if isinstance(call, ast.Attribute) else None
+
+
+def _msgids_of_calls(tree: ast.AST) -> Iterator[str]:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and _marker(node.func) in MARKERS and node.args:
+            first = node.args[0]
+            if isinstance(first, ast.Constant) and isinstance(first.value, str):
+                yield first.value
+
+
+def _msgids_of_template(path: Path) -> Iterator[str]:
+    """Django's templatize makes {% translate %} and {% blocktranslate %} gettext calls amid masked text."""
+    for line in templatize(path.read_text(), origin=str(path)).splitlines():
+        for match in CALL.finditer(line):
+            # The call ends at one of the closing brackets after it: the first at which it parses.
+            for end in (index + 1 for index, char in enumerate(line) if char == ")" and index > match.end()):
+                try:
+                    call = ast.parse(line[match.start() : end], mode="eval")
+                except SyntaxError:
+                    continue
+                yield from _msgids_of_calls(call)
+                break
+
+
+def marked_strings() -> set[str]:
+    marked = set()
+    for directory in SOURCE_DIRS:
+        for path in (settings.BASE_DIR / directory).rglob("*"):
+            if any(part in SKIPPED_DIRS for part in path.relative_to(settings.BASE_DIR).parts):
+                continue
+            if path.suffix == ".py":
+                marked.update(_msgids_of_calls(ast.parse(path.read_text(), filename=str(path))))
+            elif path.suffix == ".html":
+                marked.update(_msgids_of_template(path))
+    return marked
+
+
+def test_every_marked_string_is_in_the_catalog_and_nothing_else():
+    in_catalog = {
+        message.id[0] if isinstance(message.id, tuple) else message.id
+        for po in CATALOGS
+        for message in _read(po)
+        if message.id
+    }
+    marked = marked_strings()
+
+    assert sorted(marked - in_catalog) == [], "run `make messages`, then translate the new entries"
+    assert sorted(in_catalog - marked) == [], "run `make messages`: these are no longer in the code"
