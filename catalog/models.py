@@ -7,6 +7,7 @@ from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from catalog.storefront_cache import catalog_changed
 
@@ -44,7 +45,7 @@ class Category(models.Model):
     name = models.CharField(_("name"), max_length=100, unique=True)
     slug = models.SlugField(_("slug"), max_length=100, unique=True)
     # Retired categories keep their products and history but receive no new ones.
-    is_active = models.BooleanField(_("active"), default=True)
+    is_active = models.BooleanField(pgettext_lazy("category", "active"), default=True)
     # Set when merged into another category: a model class of this name then files products there.
     merged_into = models.ForeignKey(
         "self",

@@ -2,6 +2,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from classifier.validators import validate_threshold
 
@@ -24,7 +25,7 @@ class ModelVersion(models.Model):
     threshold = models.FloatField(_("threshold"), null=True, blank=True, validators=[validate_threshold])
     # Off for a model never validated on product photos (a fallback): every prediction waits for a person.
     files_automatically = models.BooleanField(_("files automatically"), default=True)
-    is_active = models.BooleanField(_("active"), default=False)
+    is_active = models.BooleanField(pgettext_lazy("model version", "active"), default=False)
     activated_at = models.DateTimeField(_("activated at"), null=True, blank=True)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 

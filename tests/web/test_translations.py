@@ -22,7 +22,9 @@ from django.utils.translation.template import templatize
 SOURCE_DIRS = ("catalog", "classifier", "config", "templates")
 SKIPPED_DIRS = ("migrations", "ml")
 MARKERS = {"gettext", "gettext_lazy", "gettext_noop", "_", "ngettext", "ngettext_lazy"}
-CALL = re.compile(r"\b(?:n?gettext)\(")
+# These take a context first ("category", "model version"): one English word, two Portuguese genders.
+CONTEXT_MARKERS = {"pgettext", "pgettext_lazy"}
+CALL = re.compile(r"\b(?:n?p?gettext)\(")
 CATALOGS = sorted(Path(path) for locale in settings.LOCALE_PATHS for path in Path(locale).glob("*/*/*.po"))
 
 
@@ -86,15 +88,23 @@ def _marker(call: ast.expr) -> str | None:
     return call.id if isinstance(call, ast.Name) else call.attr if isinstance(call, ast.Attribute) else None
 
 
-def _msgids_of_calls(tree: ast.AST) -> Iterator[str]:
+def _text(node: ast.expr) -> str | None:
+    return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+
+
+def _msgids_of_calls(tree: ast.AST) -> Iterator[tuple[str | None, str]]:
+    """(context, msgid) of each marked string."""
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and _marker(node.func) in MARKERS and node.args:
-            first = node.args[0]
-            if isinstance(first, ast.Constant) and isinstance(first.value, str):
-                yield first.value
+        if not isinstance(node, ast.Call):
+            continue
+        marker = _marker(node.func)
+        if marker in MARKERS and node.args and _text(node.args[0]) is not None:
+            yield None, _text(node.args[0])
+        elif marker in CONTEXT_MARKERS and len(node.args) > 1 and _text(node.args[1]) is not None:
+            yield _text(node.args[0]), _text(node.args[1])
 
 
-def _msgids_of_template(path: Path) -> Iterator[str]:
+def _msgids_of_template(path: Path) -> Iterator[tuple[str | None, str]]:
     """Django's templatize makes {% translate %} and {% blocktranslate %} gettext calls amid masked text."""
     for line in templatize(path.read_text(), origin=str(path)).splitlines():
         for match in CALL.finditer(line):
@@ -108,7 +118,7 @@ def _msgids_of_template(path: Path) -> Iterator[str]:
                 break
 
 
-def marked_strings() -> set[str]:
+def marked_strings() -> set[tuple[str | None, str]]:
     marked = set()
     for directory in SOURCE_DIRS:
         for path in (settings.BASE_DIR / directory).rglob("*"):
@@ -123,7 +133,7 @@ def marked_strings() -> set[str]:
 
 def test_every_marked_string_is_in_the_catalog_and_nothing_else():
     in_catalog = {
-        message.id[0] if isinstance(message.id, tuple) else message.id
+        (message.context, message.id[0] if isinstance(message.id, tuple) else message.id)
         for po in CATALOGS
         for message in _read(po)
         if message.id
