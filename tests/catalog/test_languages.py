@@ -2,11 +2,13 @@
 
 import pytest
 from django.contrib.auth import get_user_model
+from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from catalog.models import LanguagePreference
 from catalog.selectors import user_language_get
 from catalog.services.languages import LanguageChoiceError, user_language_set
+from tests.roles import caller_user
 
 pytestmark = pytest.mark.django_db
 
@@ -88,3 +90,25 @@ def test_an_api_error_is_in_portuguese_for_a_brazilian_caller():
     assert english.json() == {"detail": "No product with this id or slug."}
     assert portuguese.json() == {"detail": "Nenhum produto com este id ou slug."}
     assert portuguese["Content-Language"] == "pt-br"
+
+
+def test_refused_product_fields_are_explained_in_portuguese(make_upload):
+    editor = APIClient(HTTP_ACCEPT_LANGUAGE=PT_BR_BROWSER)
+    token = Token.objects.create(user=caller_user("catalog editor"))
+    editor.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    body = {"name": "Casaco", "sku": "C-1", "price": "120.00"}
+
+    unknown_category = editor.post(
+        "/api/v1/products/",
+        body | {"image": make_upload("casaco.jpg"), "category": "chapeus"},
+        format="multipart",
+    )
+    misnamed_photo = editor.post(
+        "/api/v1/products/", body | {"image": make_upload("casaco.png")}, format="multipart"
+    )
+
+    assert unknown_category.status_code == misnamed_photo.status_code == 400
+    assert unknown_category.json() == {"category": ["Nenhuma categoria ativa tem o slug chapeus."]}
+    assert misnamed_photo.json() == {
+        "image": ["casaco.png: o conteúdo é uma imagem JPEG, mas o nome termina em .png; renomeie para .jpg."]
+    }
