@@ -7,8 +7,8 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import translation
-from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from catalog.selectors import user_language_get
 from catalog.services.languages import user_language_set
@@ -16,14 +16,14 @@ from catalog.services.languages import user_language_set
 
 class LanguageForm(forms.Form):
     language = forms.ChoiceField(
-        label=gettext_lazy("Language"),
+        label=_("Language"),
         required=False,
-        help_text=gettext_lazy("Your choice is kept with your account, on every device you sign in from."),
+        help_text=_("Your choice is kept with your account, on every device you sign in from."),
     )
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["language"].choices = [("", _("The language of my browser")), *settings.LANGUAGES]
+        self.fields["language"].choices = [("", gettext("The language of my browser")), *settings.LANGUAGES]
 
 
 def language_view(request: HttpRequest) -> HttpResponse:
@@ -34,7 +34,7 @@ def language_view(request: HttpRequest) -> HttpResponse:
         # The confirmation is already in the language chosen; "browser" keeps this request's.
         if language:
             translation.activate(language)
-        messages.success(request, _("Your language preference is saved."))
+        messages.success(request, gettext("Your language preference is saved."))
         return HttpResponseRedirect(reverse("admin-language"))
-    context = {**admin.site.each_context(request), "title": _("Language"), "form": form}
+    context = {**admin.site.each_context(request), "title": gettext("Language"), "form": form}
     return TemplateResponse(request, "vitrine/language_form.html", context)
