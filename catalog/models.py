@@ -6,8 +6,8 @@ from django.conf import settings
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext, pgettext_lazy
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import pgettext_lazy
 
 from catalog.storefront_cache import catalog_changed
 
@@ -214,7 +214,8 @@ class ProductImage(models.Model):
         ordering = ["position", "id"]
 
     def __str__(self) -> str:
-        return f"{self.product} photo {self.position}"
+        photo = gettext("%(product)s photo %(position)s")
+        return photo % {"product": self.product, "position": self.position}
 
 
 class ReviewQueueItem(Product):
@@ -293,7 +294,7 @@ class WebhookDelivery(models.Model):
         indexes = [models.Index(fields=["status", "next_attempt_at"])]
 
     def __str__(self) -> str:
-        return f"{self.event} to {self.endpoint}"
+        return gettext("%(event)s to %(endpoint)s") % {"event": self.event, "endpoint": self.endpoint}
 
 
 class LanguagePreference(models.Model):

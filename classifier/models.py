@@ -1,8 +1,8 @@
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext, pgettext_lazy
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import pgettext_lazy
 
 from classifier.validators import validate_threshold
 
@@ -92,7 +92,10 @@ class TrainingRun(models.Model):
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
-        return f"Training run {self.pk} ({self.status})"
+        return gettext("Training run %(number)s (%(status)s)") % {
+            "number": self.pk,
+            "status": self.get_status_display().lower(),
+        }
 
 
 class ModelActivation(models.Model):
@@ -127,7 +130,10 @@ class ModelActivation(models.Model):
         ordering = ["-activated_at", "-pk"]
 
     def __str__(self) -> str:
-        return f"{self.model_version} activated {self.activated_at:%Y-%m-%d %H:%M}"
+        return gettext("%(version)s activated %(when)s") % {
+            "version": self.model_version,
+            "when": f"{self.activated_at:%Y-%m-%d %H:%M}",
+        }
 
 
 class BulkJob(models.Model):
@@ -174,7 +180,10 @@ class BulkJob(models.Model):
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
-        return f"Re-classification {self.pk} ({self.status})"
+        return gettext("Re-classification %(number)s (%(status)s)") % {
+            "number": self.pk,
+            "status": self.get_status_display().lower(),
+        }
 
 
 class Prediction(models.Model):
@@ -241,4 +250,4 @@ class DriftAlert(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.model_version} on {self.day}"
+        return gettext("%(version)s on %(day)s") % {"version": self.model_version, "day": self.day}
