@@ -81,6 +81,11 @@ class Product(models.Model):
         NOT_VALIDATED = "not_validated", "The model was never validated on product photos"
         RETIRED_CATEGORY = "retired_category", "The suggested category is retired"
 
+    class DuplicateKind(models.TextChoices):
+        NONE = "", "—"
+        HASH = "hash", "Same photo (perceptual hash)"
+        EMBEDDING = "embedding", "Similar photo (model embedding)"
+
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=220, unique=True)
     description = models.TextField(blank=True)
@@ -92,6 +97,18 @@ class Product(models.Model):
     is_published = models.BooleanField(default=True)
     # The product's dominant colours in its photo (catalog.colors.COLOR_NAMES), the largest share first.
     colors = models.JSONField(default=list, blank=True, editable=False)
+    # 64-bit perceptual hash of the photo (catalog.photo_hash): finds re-encoded or resized copies.
+    photo_hash = models.BigIntegerField(null=True, blank=True, editable=False, db_index=True)
+    # "Looks like product X": set once per photo (by hash at upload, or by the classifier's embedding when it
+    # arrives), cleared when the photo changes; nothing is refused, a person decides.
+    duplicate_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
+    duplicate_kind = models.CharField(
+        max_length=16, choices=DuplicateKind.choices, blank=True, default="", editable=False
+    )
+    # Hash: how many of 64 bits differ (lower is closer); embedding: cosine similarity (higher is closer).
+    duplicate_score = models.FloatField(null=True, blank=True, editable=False)
 
     category = models.ForeignKey(
         Category, null=True, blank=True, on_delete=models.SET_NULL, related_name="products"
