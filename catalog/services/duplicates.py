@@ -5,11 +5,15 @@ when the prediction arrives (classifier.services.similarity calls product_duplic
 flag a photo gets is kept until the photo changes (catalog.services.products clears it); a person decides.
 """
 
+from dataclasses import dataclass
+
 import numpy as np
 from django.conf import settings
+from PIL import Image, ImageOps
 
 from catalog.models import Product
-from catalog.photo_hash import hash_distances
+from catalog.photo_hash import hash_distances, photo_hashes
+from catalog.validators import ACCEPTED_FORMATS
 
 DUPLICATE_FIELDS = ("duplicate_of", "duplicate_kind", "duplicate_score")
 
@@ -53,3 +57,28 @@ def product_duplicate_check_hash(*, product: Product, mirror_hash: int) -> bool:
         kind=Product.DuplicateKind.HASH,
         score=float(distances[nearest]),
     )
+
+
+@dataclass(frozen=True)
+class HashesFilled:
+    hashed: int
+    flagged: int
+    # One line per product whose photo could not be read: its id and why.
+    problems: list[str]
+
+
+def products_photo_hashes_fill() -> HashesFilled:
+    """Hashes the stored photos of products saved before photos were hashed, oldest first, and flags those
+    that look like a product hashed before them. Writes only the hash and flag columns."""
+    hashed, flagged, problems = 0, 0, []
+    for product in Product.objects.filter(photo_hash__isnull=True).order_by("pk").only("pk", "image"):
+        try:
+            with product.image.open("rb") as stored, Image.open(stored, formats=ACCEPTED_FORMATS) as photo:
+                product.photo_hash, mirror_hash = photo_hashes(ImageOps.exif_transpose(photo))
+        except (OSError, ValueError) as error:  # a missing file, or one Pillow cannot read
+            problems.append(f"product {product.pk}: cannot read its photo {product.image.name} ({error})")
+            continue
+        Product.objects.filter(pk=product.pk).update(photo_hash=product.photo_hash)
+        hashed += 1
+        flagged += product_duplicate_check_hash(product=product, mirror_hash=mirror_hash)
+    return HashesFilled(hashed=hashed, flagged=flagged, problems=problems)

@@ -5,7 +5,9 @@ Embeddings are L2-normalised, so a dot product is the cosine similarity; they ar
 model version. Exact search in numpy: bench/similar.py measures it at 10,000 products. Keras-free.
 """
 
+import math
 import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +19,9 @@ from catalog.services.duplicates import product_duplicate_record
 from classifier.models import ModelVersion, Prediction
 
 EMBEDDING_DTYPE = np.float16
+# A process looks for changes (three small queries) at most this often: the storefront's similar products
+# may lag a new prediction, a publication or an activation by this long.
+INDEX_RECHECK_S = 1.0
 
 
 def embedding_vector(embedding: bytes) -> np.ndarray:
@@ -72,6 +77,7 @@ class SimilarIndex:
 
 
 _index: SimilarIndex | None = None
+_index_checked_at = -math.inf
 _index_lock = threading.Lock()
 
 
@@ -84,10 +90,14 @@ def _index_stamp() -> tuple:
 
 
 def similar_index() -> SimilarIndex:
-    """The index, loaded lazily and kept in this process's memory until its stamp changes."""
-    global _index
-    stamp = _index_stamp()
+    """The index, loaded lazily and kept in this process's memory until its stamp changes (looked at once
+    per INDEX_RECHECK_S)."""
+    global _index, _index_checked_at
     with _index_lock:
+        if _index is not None and time.monotonic() < _index_checked_at + INDEX_RECHECK_S:
+            return _index
+        stamp = _index_stamp()
+        _index_checked_at = time.monotonic()
         if _index is not None and _index.stamp == stamp:
             return _index
         active_id = stamp[0]
@@ -114,6 +124,14 @@ class Similar:
     reason: str | None = None
 
 
+def _index_vector(index: SimilarIndex, *, product_id: int) -> np.ndarray | None:
+    """The product's row in the index (ids are sorted), saving a query for a published product."""
+    row = int(np.searchsorted(index.product_ids, product_id))
+    if row < len(index.product_ids) and index.product_ids[row] == product_id:
+        return index.vectors[row]
+    return None
+
+
 def products_similar(*, product: Product, limit: int) -> Similar:
     """The published products most like `product` by their photos' embeddings (the product itself left out).
 
@@ -123,21 +141,24 @@ def products_similar(*, product: Product, limit: int) -> Similar:
     index = similar_index()
     if index.model_version_id is None:
         return Similar(matches=[], reason=NoSimilar.NO_ACTIVE_MODEL)
-    embedding = (
-        Prediction.objects.filter(
-            product=product,
-            model_version_id=index.model_version_id,
-            image_sha256=product.image_sha256,
-            embedding__isnull=False,
+    query = _index_vector(index, product_id=product.pk)
+    if query is None:
+        embedding = (
+            Prediction.objects.filter(
+                product=product,
+                model_version_id=index.model_version_id,
+                image_sha256=product.image_sha256,
+                embedding__isnull=False,
+            )
+            .values_list("embedding", flat=True)
+            .first()
         )
-        .values_list("embedding", flat=True)
-        .first()
-    )
-    if embedding is None:
-        return Similar(matches=[], reason=NoSimilar.NO_EMBEDDING)
+        if embedding is None:
+            return Similar(matches=[], reason=NoSimilar.NO_EMBEDDING)
+        query = embedding_vector(bytes(embedding))
     if not len(index.product_ids):
         return Similar(matches=[])
-    similarities = index.vectors @ embedding_vector(bytes(embedding))
+    similarities = index.vectors @ query
     similarities[index.product_ids == product.pk] = -np.inf
     count = min(limit, int(np.isfinite(similarities).sum()))
     best = np.argpartition(-similarities, count - 1)[:count] if count else np.zeros(0, dtype=np.int64)

@@ -4,6 +4,7 @@ import io
 
 import numpy as np
 import pytest
+from django.core.management import call_command
 from django.urls import reverse
 from PIL import Image, ImageOps
 
@@ -137,3 +138,18 @@ def test_the_api_gives_staff_the_flag_and_the_storefront_nothing(admin_client, c
     assert classification(original)["duplicate_of"] is None
     public = client.get(reverse("catalog-api:product-detail", kwargs={"id_or_slug": copy.pk})).json()
     assert "duplicate_of" not in public
+
+
+def test_fill_photo_hashes_hashes_older_products_and_flags_copies(make_product, capsys) -> None:
+    original = make_product(image=upload(product_photo(seed=1)))
+    copy = make_product(image=upload(altered_copy(product_photo(seed=1))))
+    missing = make_product(image=upload(product_photo(seed=2)))
+    Product.objects.update(photo_hash=None, duplicate_of=None, duplicate_kind="", duplicate_score=None)
+    missing.image.storage.delete(missing.image.name)
+
+    call_command("fill_photo_hashes")
+
+    assert "photos hashed for 2 products, 1 flagged" in capsys.readouterr().out
+    copy.refresh_from_db()
+    assert copy.duplicate_of == original
+    assert Product.objects.filter(photo_hash__isnull=True).get() == missing

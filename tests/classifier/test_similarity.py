@@ -13,6 +13,7 @@ from catalog.models import Product
 from catalog.services.products import product_create, product_update
 from classifier.ml.serving import embeddings_normalised
 from classifier.models import ModelVersion, Prediction
+from classifier.services import similarity
 from classifier.services.classification import PhotoPrediction, prediction_record
 from classifier.services.model_versions import model_version_activate
 from tests.catalog.photo_copies import product_photo, upload
@@ -68,6 +69,13 @@ def classified(item: Product, model_version: ModelVersion, embedding: np.ndarray
 def similar(item: Product, client: APIClient | None = None, **params) -> dict:
     url = reverse("classifier-api:product-similar", kwargs={"id_or_slug": item.slug})
     return (client or APIClient()).get(url, params).json()
+
+
+@pytest.fixture(autouse=True)
+def index_always_checked(monkeypatch) -> None:
+    """Each request looks for changes: these tests change predictions and products between requests."""
+    monkeypatch.setattr(similarity, "INDEX_RECHECK_S", 0.0)
+    monkeypatch.setattr(similarity, "_index", None)
 
 
 @pytest.fixture
@@ -173,3 +181,15 @@ def test_a_bad_limit_is_refused_by_name(v1, limit) -> None:
     )
     assert response.status_code == 400
     assert "limit" in response.json()
+
+
+def test_the_index_is_looked_at_again_only_after_the_recheck_interval(v1, monkeypatch) -> None:
+    query = classified(product("Red dress", seed=1), v1, vector(1, 0))
+    hat = classified(product("Blue hat", seed=2), v1, vector(0, 1))
+    monkeypatch.setattr(similarity, "INDEX_RECHECK_S", 3600.0)
+    assert [row["id"] for row in similar(query)["results"]] == [hat.pk]
+
+    skirt = classified(product("Red skirt", seed=3), v1, vector(1, 0.1))
+    assert [row["id"] for row in similar(query)["results"]] == [hat.pk]
+    monkeypatch.setattr(similarity, "INDEX_RECHECK_S", 0.0)
+    assert [row["id"] for row in similar(query)["results"]] == [skirt.pk, hat.pk]
