@@ -154,7 +154,7 @@ def filler_vectors(
 
 def latency(*, client, queries: np.ndarray) -> None:
     from catalog.models import Product
-    from classifier.services.similarity import products_similar
+    from classifier.services.similarity import product_duplicate_check_embedding, products_similar
 
     _, first = similar_ids(client, int(queries[0]), 10)
     print(f"first request (loads the index): {first * 1000:.0f} ms")
@@ -167,6 +167,18 @@ def latency(*, client, queries: np.ndarray) -> None:
         products_similar(product=products[int(product_id)], limit=10)
         searches.append((time.perf_counter() - started) * 1000)
     print(f"  the search alone (services.similarity.products_similar): {quantiles_line(searches)}")
+    checks = []
+    for product_id in queries[:20]:
+        product = products[int(product_id)]
+        embedding = product.predictions.values_list("embedding", flat=True).get()
+        started = time.perf_counter()
+        product_duplicate_check_embedding(
+            product_id=product.pk,
+            model_version_id=product.predictions.get().model_version_id,
+            embedding=embedding,
+        )
+        checks.append((time.perf_counter() - started) * 1000)
+    print(f"worker's duplicate check by embedding, median per photo: {statistics.median(checks):.0f} ms")
     details = [timed_get(client, f"/api/v1/products/{int(product_id)}/") for product_id in queries]
     print(f"for comparison, GET /api/v1/products/{{id}}/ for the same products: {quantiles_line(details)}")
 
