@@ -1,6 +1,8 @@
 # make run   the shop on this machine: SQLite and a filesystem broker unless DATABASE_URL / CELERY_BROKER_URL
 #            are set; on first start assembles the starter real-photo model (seconds, no data set needed).
 # make test  ruff and the test suite on the local PostgreSQL and Redis (started when down), real Celery workers.
+# make messages  after marking or changing text: the pt-BR catalog gains the new strings (translate them),
+#            then its .mo is compiled; both are committed. Needs GNU gettext (apt-get install gettext).
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -9,7 +11,7 @@ ADDRPORT ?= 127.0.0.1:8000
 # The browser test drives Debian's Chromium; Playwright's own browser download is never used.
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test services
+.PHONY: run test services messages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,3 +50,7 @@ test: $(VENV)/.installed-dev services $(CHROMIUM)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/pytest -q
+
+messages: $(VENV)/.installed
+	$(BIN)/python manage.py makemessages --locale pt_BR --no-obsolete --ignore .venv --ignore tests --ignore bench
+	$(BIN)/python manage.py compilemessages --locale pt_BR --ignore .venv

@@ -9,6 +9,8 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.decorators import method_decorator
 from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext, ngettext
+from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
 # Registers the "Import products" pages (catalog.admin_imports) with the admin site.
@@ -56,20 +58,20 @@ class ProductImageInline(admin.TabularInline):
     extra = 1
     fields = ("preview", "image", "position")
     readonly_fields = ("preview",)
-    verbose_name = "more image"
-    verbose_name_plural = "more images"
+    verbose_name = _("more image")
+    verbose_name_plural = _("more images")
 
-    @admin.display(description="Preview")
+    @admin.display(description=_("Preview"))
     def preview(self, obj: ProductImage) -> str:
         return _image_tag(obj.image, size=64)
 
 
 class PossibleDuplicateFilter(admin.SimpleListFilter):
-    title = "possible duplicates"
+    title = _("possible duplicates")
     parameter_name = "duplicate"
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
-        return [("yes", "Looks like another product"), ("no", "No")]
+        return [("yes", _("Looks like another product")), ("no", _("No"))]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Product]) -> QuerySet[Product]:
         if self.value() == "yes":
@@ -82,14 +84,14 @@ class PossibleDuplicateFilter(admin.SimpleListFilter):
 def duplicate_description(product: Product) -> str:
     """How the flag was found, in words: "same photo, 3 of 64 bits differ" or "similar photo, 0.97"."""
     if product.duplicate_kind == Product.DuplicateKind.HASH:
-        return f"same photo: {product.duplicate_score:.0f} of 64 hash bits differ"
-    return f"similar photo: cosine similarity {product.duplicate_score:.3f}"
+        return gettext("same photo: %(bits)d of 64 hash bits differ") % {"bits": product.duplicate_score}
+    return gettext("similar photo: cosine similarity %(score).3f") % {"score": product.duplicate_score}
 
 
 class ConfidenceColumn:
     """The prediction's confidence as a percentage, for the product lists."""
 
-    @admin.display(description="Confidence", ordering="confidence")
+    @admin.display(description=_("Confidence"), ordering="confidence")
     def confidence_percent(self, obj: Product) -> str:
         if obj.confidence is None:
             return self.get_empty_value_display()
@@ -141,7 +143,7 @@ class ProductAdmin(ConfidenceColumn, admin.ModelAdmin):
         "updated_at",
     )
 
-    @admin.display(description="Colours")
+    @admin.display(description=_("Colours"))
     def colour_names(self, obj: Product) -> str:
         return ", ".join(obj.colors) or "—"
 
@@ -163,13 +165,13 @@ class ProductAdmin(ConfidenceColumn, admin.ModelAdmin):
             image_fields = ("looks_like", *image_fields)
         return [
             (None, {"fields": ("name", "slug", "description", "price", "sku", "is_published")}),
-            ("Image", {"fields": image_fields}),
-            ("Category", {"fields": ("category", "category_source", "reviewed_at", "reviewed_by")}),
-            ("Classification", {"fields": [*classification, "status_changed_at", "image_sha256"]}),
-            ("History", {"fields": ("created_by", "created_at", "updated_at"), "classes": ["collapse"]}),
+            (_("Image"), {"fields": image_fields}),
+            (_("Category"), {"fields": ("category", "category_source", "reviewed_at", "reviewed_by")}),
+            (_("Classification"), {"fields": [*classification, "status_changed_at", "image_sha256"]}),
+            (_("History"), {"fields": ("created_by", "created_at", "updated_at"), "classes": ["collapse"]}),
         ]
 
-    @admin.display(description="Photo")
+    @admin.display(description=_("Photo"))
     def thumbnail(self, obj: Product) -> str:
         return _image_tag(obj.image, size=48)
 
@@ -191,7 +193,11 @@ class ProductAdmin(ConfidenceColumn, admin.ModelAdmin):
         if not self.has_change_permission(request, product):
             raise PermissionDenied
         products_classify_again(products=[product])
-        self.message_user(request, f"{product.name} is queued for classification.", messages.SUCCESS)
+        self.message_user(
+            request,
+            gettext("%(product)s is queued for classification.") % {"product": product.name},
+            messages.SUCCESS,
+        )
         return HttpResponseRedirect(reverse("admin:catalog_product_change", args=[product.pk]))
 
     def changeform_view(
@@ -203,14 +209,15 @@ class ProductAdmin(ConfidenceColumn, admin.ModelAdmin):
             # Another save took the SKU after this form was checked; checked again, the form says so.
             return super().changeform_view(request, object_id, form_url, extra_context)
 
-    @admin.display(description="Possible duplicate")
+    @admin.display(description=_("Possible duplicate"))
     def looks_like(self, obj: Product) -> str:
         """Both photos side by side with a link to the other product: a person decides, nothing is refused."""
         other = obj.duplicate_of
         if other is None:
             return "—"
         return format_html(
-            '<div>Looks like <a href="{}">{}</a> ({})</div><div>{} {}</div>',
+            '<div>{} <a href="{}">{}</a> ({})</div><div>{} {}</div>',
+            gettext("Looks like"),
             reverse("admin:catalog_product_change", args=[other.pk]),
             other.name,
             duplicate_description(obj),
@@ -218,7 +225,7 @@ class ProductAdmin(ConfidenceColumn, admin.ModelAdmin):
             _image_tag(other.image, size=120),
         )
 
-    @admin.display(description="Current image")
+    @admin.display(description=_("Current image"))
     def image_preview(self, obj: Product) -> str:
         return _image_tag(obj.image, size=240)
 
@@ -236,10 +243,15 @@ class ProductAdmin(ConfidenceColumn, admin.ModelAdmin):
         obj.refresh_from_db()
         obj._state.adding = False
 
-    @admin.action(description="Classify the selected products again", permissions=["change"])
+    @admin.action(description=_("Classify the selected products again"), permissions=["change"])
     def classify_again(self, request: HttpRequest, queryset: QuerySet[Product]) -> None:
         count = products_classify_again(products=queryset)
-        self.message_user(request, f"{count} product(s) queued for classification.", messages.SUCCESS)
+        message = ngettext(
+            "%(count)d product queued for classification.",
+            "%(count)d products queued for classification.",
+            count,
+        )
+        self.message_user(request, message % {"count": count}, messages.SUCCESS)
 
 
 @admin.register(ReviewQueueItem)
@@ -263,7 +275,7 @@ class ReviewQueueAdmin(ConfidenceColumn, admin.ModelAdmin):
         # Read once per page, not once per row; a closure keeps it out of the shared admin instance.
         categories = list(Category.objects.filter(is_active=True).only("pk", "name"))
 
-        @admin.display(description="Decision")
+        @admin.display(description=_("Decision"))
         def decision(obj: Product) -> str:
             return self._decision_controls(obj, categories)
 
@@ -296,26 +308,26 @@ class ReviewQueueAdmin(ConfidenceColumn, admin.ModelAdmin):
         ]
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
-        return super().changelist_view(request, {"title": "Review queue", **(extra_context or {})})
+        return super().changelist_view(request, {"title": gettext("Review queue"), **(extra_context or {})})
 
-    @admin.display(description="Photo")
+    @admin.display(description=_("Photo"))
     def thumbnail(self, obj: Product) -> str:
         return _image_tag(obj.image, size=64)
 
-    @admin.display(description="Product", ordering="name")
+    @admin.display(description=_("Product"), ordering="name")
     def product(self, obj: Product) -> str:
         url = reverse("admin:catalog_product_change", args=[obj.pk])
         return format_html('<a href="{}">{}</a><br><small>{}</small>', url, obj.name, obj.sku)
 
-    @admin.display(description="Suggestion", ordering="suggested_category__name")
+    @admin.display(description=_("Suggestion"), ordering="suggested_category__name")
     def suggestion(self, obj: Product) -> str:
         if obj.suggested_category is None:
             return self.get_empty_value_display()
         if not obj.suggested_category.is_active:
-            return format_html("{} <small>(retired)</small>", obj.suggested_category.name)
+            return format_html("{} <small>{}</small>", obj.suggested_category.name, gettext("(retired)"))
         return obj.suggested_category.name
 
-    @admin.display(description="Why it waits", ordering="review_reason")
+    @admin.display(description=_("Why it waits"), ordering="review_reason")
     def reason(self, obj: Product) -> str:
         return obj.get_review_reason_display() if obj.review_reason else self.get_empty_value_display()
 
@@ -324,10 +336,10 @@ class ReviewQueueAdmin(ConfidenceColumn, admin.ModelAdmin):
         accept = ""
         if obj.suggested_category is not None and obj.suggested_category.is_active:
             accept = format_html(
-                '<button type="submit" class="button default" id="accept-{}" formaction="{}">'
-                "Accept suggestion</button> ",
+                '<button type="submit" class="button default" id="accept-{}" formaction="{}">{}</button> ',
                 obj.pk,
                 reverse("admin:catalog_reviewqueueitem_accept", args=[obj.pk]),
+                gettext("Accept suggestion"),
             )
         options = format_html_join(
             "",
@@ -339,15 +351,16 @@ class ReviewQueueAdmin(ConfidenceColumn, admin.ModelAdmin):
         )
         return format_html(
             '{}<select name="category-for-{}" id="category-for-{}" class="review-category" '
-            'aria-label="Category for {}">{}</select> '
-            '<button type="submit" class="button" id="set-category-{}" formaction="{}">Set category</button>',
+            'aria-label="{}">{}</select> '
+            '<button type="submit" class="button" id="set-category-{}" formaction="{}">{}</button>',
             accept,
             obj.pk,
             obj.pk,
-            obj.name,
+            gettext("Category for %(product)s") % {"product": obj.name},
             options,
             obj.pk,
             reverse("admin:catalog_reviewqueueitem_set_category", args=[obj.pk]),
+            gettext("Set category"),
         )
 
     def _decided(self, request: HttpRequest, decide: Callable[[], Product]) -> HttpResponseRedirect:
@@ -359,7 +372,10 @@ class ReviewQueueAdmin(ConfidenceColumn, admin.ModelAdmin):
             self.message_user(request, str(error), messages.ERROR)
         else:
             self.message_user(
-                request, f"{product.name} is filed under {product.category.name}.", messages.SUCCESS
+                request,
+                gettext("%(product)s is filed under %(category)s.")
+                % {"product": product.name, "category": product.category.name},
+                messages.SUCCESS,
             )
         return HttpResponseRedirect(reverse("admin:catalog_reviewqueueitem_changelist"))
 
@@ -382,20 +398,23 @@ class ReviewQueueAdmin(ConfidenceColumn, admin.ModelAdmin):
 
         def decide() -> Product:
             if category is None:
-                raise ReviewError(f"choose a category for {product.name}")
+                raise ReviewError(gettext("Choose a category for %(product)s.") % {"product": product.name})
             return product_file_under(product=product, category=category, reviewed_by=request.user)
 
         return self._decided(request, decide)
 
-    @admin.action(description="Accept the suggestions of the selected products", permissions=["change"])
+    @admin.action(description=_("Accept the suggestions of the selected products"), permissions=["change"])
     def accept_suggestions(self, request: HttpRequest, queryset: QuerySet[Product]) -> None:
         accepted, problems = products_accept_suggestions(
             products=queryset.select_related("suggested_category"), reviewed_by=request.user
         )
         if accepted:
-            self.message_user(
-                request, f"{accepted} product(s) filed under their suggestion.", messages.SUCCESS
+            message = ngettext(
+                "%(count)d product filed under its suggestion.",
+                "%(count)d products filed under their suggestions.",
+                accepted,
             )
+            self.message_user(request, message % {"count": accepted}, messages.SUCCESS)
         for problem in problems:
             self.message_user(request, problem, messages.WARNING)
 
@@ -421,11 +440,11 @@ class CategoryAdmin(admin.ModelAdmin):
     def get_prepopulated_fields(self, request: HttpRequest, obj: Category | None = None) -> dict:
         return {} if obj is not None else self.prepopulated_fields
 
-    @admin.action(description="Merge the selected categories into one…", permissions=["change"])
+    @admin.action(description=_("Merge the selected categories into one…"), permissions=["change"])
     def merge_categories(self, request: HttpRequest, queryset: QuerySet[Category]) -> TemplateResponse | None:
         categories = list(queryset.order_by("name"))
         if len(categories) < 2:
-            self.message_user(request, "Select two or more categories to merge.", messages.ERROR)
+            self.message_user(request, gettext("Select two or more categories to merge."), messages.ERROR)
             return None
         into_id = request.POST.get("into", "")
         into = next((category for category in categories if str(category.pk) == into_id), None)
@@ -438,8 +457,14 @@ class CategoryAdmin(admin.ModelAdmin):
             merged_names = ", ".join(category.name for category in categories if category.pk != into.pk)
             self.message_user(
                 request,
-                f"Merged {merged_names} into {into.name}: {moved} product(s) moved; the merged categories "
-                "are retired and their predictions now file into it.",
+                ngettext(
+                    "Merged %(merged)s into %(into)s: %(count)d product moved; the merged categories are "
+                    "retired and their predictions now file into it.",
+                    "Merged %(merged)s into %(into)s: %(count)d products moved; the merged categories are "
+                    "retired and their predictions now file into it.",
+                    moved,
+                )
+                % {"merged": merged_names, "into": into.name, "count": moved},
                 messages.SUCCESS,
             )
             return None
@@ -448,7 +473,7 @@ class CategoryAdmin(admin.ModelAdmin):
             "vitrine/category_merge.html",
             {
                 **self.admin_site.each_context(request),
-                "title": "Merge categories",
+                "title": gettext("Merge categories"),
                 "opts": self.model._meta,
                 "categories": categories,
                 "into_id": into_id,
@@ -456,24 +481,32 @@ class CategoryAdmin(admin.ModelAdmin):
             },
         )
 
-    @admin.action(description="Retire the selected categories", permissions=["change"])
+    @admin.action(description=_("Retire the selected categories"), permissions=["change"])
     def retire_categories(self, request: HttpRequest, queryset: QuerySet[Category]) -> None:
         count = categories_retire(categories=queryset)
         self.message_user(
             request,
-            f"{count} categor{'y' if count == 1 else 'ies'} retired: no longer offered; what the model "
-            "files there waits for review.",
+            ngettext(
+                "%(count)d category retired: no longer offered; what the model files there waits for review.",
+                "%(count)d categories retired: no longer offered; what the model files there waits for "
+                "review.",
+                count,
+            )
+            % {"count": count},
             messages.SUCCESS,
         )
 
-    @admin.action(description="Reactivate the selected categories", permissions=["change"])
+    @admin.action(description=_("Reactivate the selected categories"), permissions=["change"])
     def reactivate_categories(self, request: HttpRequest, queryset: QuerySet[Category]) -> None:
         count = categories_reactivate(categories=queryset)
         self.message_user(
-            request, f"{count} categor{'y' if count == 1 else 'ies'} active again.", messages.SUCCESS
+            request,
+            ngettext("%(count)d category active again.", "%(count)d categories active again.", count)
+            % {"count": count},
+            messages.SUCCESS,
         )
 
-    @admin.display(description="Products", ordering="product_count")
+    @admin.display(description=_("Products"), ordering="product_count")
     def product_count(self, obj: Category) -> str:
         url = reverse("admin:catalog_product_changelist")
         return format_html('<a href="{}?category__id__exact={}">{}</a>', url, obj.pk, obj.product_count)

@@ -7,17 +7,22 @@ from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 from catalog.models import WebhookDelivery, WebhookEndpoint
 from catalog.services.webhooks import webhook_deliveries_send_again
 
 
 class WebhookEndpointForm(forms.ModelForm):
-    url = forms.URLField(max_length=500, assume_scheme="https", help_text="Receives a POST for each event.")
+    url = forms.URLField(
+        label=_("URL"), max_length=500, assume_scheme="https", help_text=_("Receives a POST for each event.")
+    )
     events = forms.MultipleChoiceField(
         choices=WebhookEndpoint.Event.choices,
         widget=forms.CheckboxSelectMultiple,
-        help_text="The events this URL is told about.",
+        label=_("Events"),
+        help_text=_("The events this URL is told about."),
     )
 
     class Meta:
@@ -40,7 +45,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: WebhookEndpoint | None = None) -> tuple:
         return self.readonly_fields if obj is not None else ()
 
-    @admin.display(description="Events")
+    @admin.display(description=_("Events"))
     def event_names(self, obj: WebhookEndpoint) -> str:
         return ", ".join(obj.events)
 
@@ -65,7 +70,12 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    @admin.action(description="Send the selected deliveries again now", permissions=["change"])
+    @admin.action(description=_("Send the selected deliveries again now"), permissions=["change"])
     def send_again(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
         count = webhook_deliveries_send_again(deliveries=list(queryset))
-        self.message_user(request, f"{count} deliveries will be sent again now.", messages.SUCCESS)
+        message = ngettext(
+            "%(count)d delivery will be sent again now.",
+            "%(count)d deliveries will be sent again now.",
+            count,
+        )
+        self.message_user(request, message % {"count": count}, messages.SUCCESS)

@@ -1,5 +1,6 @@
 from django.apps import AppConfig
 from django.db.models.signals import post_delete, post_save
+from django.utils.translation import gettext_lazy as _
 
 
 def _storefront_row_changed(sender, using: str, **kwargs) -> None:
@@ -10,6 +11,7 @@ def _storefront_row_changed(sender, using: str, **kwargs) -> None:
 
 class CatalogConfig(AppConfig):
     name = "catalog"
+    verbose_name = _("Catalog")
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:

@@ -4,12 +4,13 @@ from django import forms
 from django.contrib.admin.widgets import AdminFileWidget
 from django.core.files.uploadedfile import UploadedFile
 from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
 
 from catalog.models import Category, Product, ProductImage
 from catalog.photos import photo_files_delete_on_commit, photo_store
 from catalog.validators import ACCEPT_ATTRIBUTE, validate_product_image
 
-PHOTO_HELP_TEXT = (
+PHOTO_HELP_TEXT = _(
     "A JPEG, PNG, WebP or GIF photo; it is checked by content and stored under a random name, "
     "without its metadata (location, camera)."
 )
@@ -18,7 +19,7 @@ PHOTO_HELP_TEXT = (
 def _photo_field() -> forms.FileField:
     # A plain FileField: forms.ImageField would decode the photo a second time and word the errors vaguely.
     return forms.FileField(
-        label="Image",
+        label=_("Image"),
         allow_empty_file=True,
         help_text=PHOTO_HELP_TEXT,
         widget=AdminFileWidget(attrs={"accept": ACCEPT_ATTRIBUTE}),

@@ -2,10 +2,11 @@
 
 from datetime import datetime
 
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.db.models import Count, QuerySet
 from django.utils.text import slugify
 
-from catalog.models import WAITING_STATUSES, Category, Product
+from catalog.models import WAITING_STATUSES, Category, LanguagePreference, Product
 
 
 def product_list(*, status: str | None = None, category: Category | None = None) -> QuerySet[Product]:
@@ -68,3 +69,9 @@ def products_reviewed_for_training() -> QuerySet[Product]:
 def products_classification_attempts(*, product_ids: list[int]) -> dict[int, int]:
     """Each product's counted deliveries that never ended (its worker died), by id (none for one gone)."""
     return dict(Product.objects.filter(pk__in=product_ids).values_list("pk", "classification_attempts"))
+
+
+def user_language_get(*, user: AbstractBaseUser) -> str:
+    """The language the person chose, or "" to follow their browser."""
+    language = LanguagePreference.objects.filter(user=user).values_list("language", flat=True).first()
+    return language or ""

@@ -7,6 +7,9 @@ from pathlib import PurePath
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files import File
+from django.utils.functional import Promise
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 from PIL import Image, UnidentifiedImageError
 
 from classifier.ml.preprocess import MAX_IMAGE_PIXELS, ImageError, open_image
@@ -55,14 +58,14 @@ ISO_MEDIA_BRANDS: dict[bytes, str] = {
     b"avif": "AVIF",
 }
 # Common things people upload by mistake, named so the error says what the file really is.
-KNOWN_NON_IMAGES: tuple[tuple[bytes, str], ...] = (
-    (b"%PDF", "a PDF document"),
-    (b"PK\x03\x04", "a ZIP archive"),
-    (b"PK\x05\x06", "a ZIP archive (empty)"),
-    (b"\x1f\x8b", "a gzip archive"),
-    (b"Rar!", "a RAR archive"),
-    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
-    (b"\x7fELF", "a program (ELF)"),
+KNOWN_NON_IMAGES: tuple[tuple[bytes, Promise], ...] = (
+    (b"%PDF", _("a PDF document")),
+    (b"PK\x03\x04", _("a ZIP archive")),
+    (b"PK\x05\x06", _("a ZIP archive (empty)")),
+    (b"\x1f\x8b", _("a gzip archive")),
+    (b"Rar!", _("a RAR archive")),
+    (b"7z\xbc\xaf\x27\x1c", _("a 7-Zip archive")),
+    (b"\x7fELF", _("a program (ELF)")),
 )
 
 
@@ -78,7 +81,7 @@ def _shortened(name: str) -> str:
 
 def _human_size(size: int) -> str:
     if size < 1024:
-        return f"{size} bytes"
+        return gettext("%(size)d bytes") % {"size": size}
     if size < 1024 * 1024:
         return f"{size / 1024:.1f} KB"
     return f"{size / (1024 * 1024):.1f} MB"
@@ -86,7 +89,8 @@ def _human_size(size: int) -> str:
 
 def _too_large(*, name: str, size: str, limit: int) -> ProductImageError:
     return ProductImageError(
-        f"{name}: the file is {size}; the limit is {_human_size(limit)}. Upload a smaller photo.",
+        gettext("%(name)s: the file is %(size)s; the limit is %(limit)s. Upload a smaller photo.")
+        % {"name": name, "size": size, "limit": _human_size(limit)},
         code="too_large",
     )
 
@@ -104,9 +108,9 @@ def _describe_unreadable(data: bytes) -> tuple[str, str]:
     """(what the file most likely is, error code) for a file no accepted parser can read."""
     for signature, image_format in ACCEPTED_SIGNATURES:
         if data.startswith(signature):
-            return f"a damaged {image_format} file (its header cannot be read)", "corrupt"
+            return _damaged(image_format), "corrupt"
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "a damaged WebP file (its header cannot be read)", "corrupt"
+        return _damaged("WebP"), "corrupt"
     refused_format = next(
         (fmt for signature, fmt in REFUSED_IMAGE_SIGNATURES if data.startswith(signature)), None
     )
@@ -115,26 +119,31 @@ def _describe_unreadable(data: bytes) -> tuple[str, str]:
     if data[4:8] == b"ftyp" and data[8:12] in ISO_MEDIA_BRANDS:
         refused_format = ISO_MEDIA_BRANDS[data[8:12]]
     if refused_format is not None:
-        return f"{refused_format} images are not accepted", "format_not_accepted"
+        message = gettext("%(format)s images are not accepted") % {"format": refused_format}
+        return message, "format_not_accepted"
     return _describe_non_image(data), "not_an_image"
+
+
+def _damaged(image_format: str) -> str:
+    return gettext("a damaged %(format)s file (its header cannot be read)") % {"format": image_format}
 
 
 def _describe_non_image(data: bytes) -> str:
     for signature, kind in KNOWN_NON_IMAGES:
         if data.startswith(signature):
-            return f"{kind}, not an image"
+            return gettext("%(kind)s, not an image") % {"kind": kind}
     head = data[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     if head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in head):
-        return "an SVG drawing, not a photo"
+        return gettext("an SVG drawing, not a photo")
     if head.startswith((b"<!doctype html", b"<html")) or b"<body" in head:
-        return "an HTML page, not an image"
+        return gettext("an HTML page, not an image")
     if head.startswith(b"<?xml"):
-        return "an XML document, not an image"
+        return gettext("an XML document, not an image")
     try:
         data[:4096].decode("utf-8")
     except UnicodeDecodeError:
-        return "not an image (unrecognised content)"
-    return "a text file, not an image"
+        return gettext("not an image (unrecognised content)")
+    return gettext("a text file, not an image")
 
 
 def _identify_format(data: bytes, *, name: str) -> str:
@@ -145,16 +154,21 @@ def _identify_format(data: bytes, *, name: str) -> str:
     except UnidentifiedImageError:
         description, code = _describe_unreadable(data)
         raise ProductImageError(
-            f"{name}: {description}. Upload a {ACCEPTED_FORMATS_TEXT} image.", code=code
+            gettext("%(name)s: %(problem)s. Upload a %(formats)s image.")
+            % {"name": name, "problem": description, "formats": ACCEPTED_FORMATS_TEXT},
+            code=code,
         ) from None
     except Image.DecompressionBombError:
         raise ProductImageError(
-            f"{name}: image too large (over {MAX_IMAGE_PIXELS:,} pixels, possible decompression bomb).",
+            gettext("%(name)s: image too large (over %(pixels)s pixels, possible decompression bomb).")
+            % {"name": name, "pixels": f"{MAX_IMAGE_PIXELS:,}"},
             code="too_many_pixels",
         ) from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise ProductImageError(
-            f"{name}: corrupt or truncated image ({' '.join(str(exc).split())}).", code="corrupt"
+            gettext("%(name)s: corrupt or truncated image (%(error)s).")
+            % {"name": name, "error": " ".join(str(exc).split())},
+            code="corrupt",
         ) from None
 
 
@@ -171,15 +185,20 @@ def validate_product_image(upload: File) -> str:
         raise _too_large(name=name, size=_human_size(upload.size), limit=limit)
     data = _read_at_most(upload, limit=limit)
     if not data:
-        raise ProductImageError(f"{name}: the file is empty (0 bytes).", code="empty")
+        raise ProductImageError(
+            gettext("%(name)s: the file is empty (0 bytes).") % {"name": name}, code="empty"
+        )
     if len(data) > limit:
-        raise _too_large(name=name, size=f"over {_human_size(limit)}", limit=limit)
+        raise _too_large(name=name, size=gettext("over %(size)s") % {"size": _human_size(limit)}, limit=limit)
 
     extension = PurePath(file_name).suffix.lower()
     if not extension:
         raise ProductImageError(
-            f"{name}: the file name has no extension; "
-            "name it .jpg, .png, .webp or .gif to match its content.",
+            gettext(
+                "%(name)s: the file name has no extension; "
+                "name it .jpg, .png, .webp or .gif to match its content."
+            )
+            % {"name": name},
             code="no_extension",
         )
     image_format = _identify_format(data, name=name)
@@ -187,8 +206,11 @@ def validate_product_image(upload: File) -> str:
     if extension not in expected:
         shown_format = "JPEG" if image_format == "MPO" else image_format
         raise ProductImageError(
-            f"{name}: the content is a {shown_format} image but the name ends in {extension}; "
-            f"rename it to {expected[0]}.",
+            gettext(
+                "%(name)s: the content is a %(format)s image but the name ends in %(extension)s; "
+                "rename it to %(expected)s."
+            )
+            % {"name": name, "format": shown_format, "extension": extension, "expected": expected[0]},
             code="wrong_extension",
         )
     try:

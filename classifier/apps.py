@@ -1,8 +1,10 @@
 from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
 
 
 class ClassifierConfig(AppConfig):
     name = "classifier"
+    verbose_name = _("Classifier")
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:

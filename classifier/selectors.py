@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db.models import Count, F, Q
+from django.utils.translation import gettext
 
 from catalog.models import Category, Product
 from catalog.selectors import products_needing_review
@@ -177,11 +178,11 @@ def dashboard_figures() -> dict:
     corrected = filed["person"] - filed["accepted"]
     filed_total = filed["predicted"] + filed["person"]
     shares = [
-        ("Filed automatically", filed["predicted"]),
-        ("Suggestion accepted by a person", filed["accepted"]),
-        ("Filed or corrected by a person", corrected),
-        ("Left without a category by a person", filed["left_out"]),
-        ("Not filed yet", filed["unfiled"]),
+        (gettext("Filed automatically"), filed["predicted"]),
+        (gettext("Suggestion accepted by a person"), filed["accepted"]),
+        (gettext("Filed or corrected by a person"), corrected),
+        (gettext("Left without a category by a person"), filed["left_out"]),
+        (gettext("Not filed yet"), filed["unfiled"]),
     ]
     categories = Category.objects.annotate(
         product_count=Count("products", distinct=True),

@@ -4,6 +4,7 @@ metrics. Each check says what is wrong in words, for the admin, model_import and
 import math
 
 from django.core.exceptions import ValidationError
+from django.utils.translation import gettext
 
 # The figures the admin and the dashboard format as numbers; other metrics (words, notes) are shown as given.
 NUMERIC_METRICS = (
@@ -28,16 +29,18 @@ def _is_number(value: object) -> bool:
 def threshold_problem(value: object) -> str | None:
     """Why `value` cannot be a confidence threshold (above 0, at most 1), or None when it can."""
     if not _is_number(value):
-        return f"must be a number above 0 and at most 1, not {value!r}"
+        return gettext("must be a number above 0 and at most 1, not %(value)r") % {"value": value}
     if not 0 < value <= 1:
-        return f"must be above 0 and at most 1 (a confidence), not {value}"
+        return gettext("must be above 0 and at most 1 (a confidence), not %(value)s") % {"value": value}
     return None
 
 
 def validate_threshold(value: float) -> None:
     problem = threshold_problem(value)
     if problem is not None:
-        raise ValidationError(f"The threshold {problem}.", code="threshold_out_of_bounds")
+        raise ValidationError(
+            gettext("The threshold %(problem)s.") % {"problem": problem}, code="threshold_out_of_bounds"
+        )
 
 
 def metrics_problem(metrics: object) -> str | None:

@@ -1,5 +1,6 @@
 import django_filters
 from django.db.models import QuerySet
+from django.utils.translation import gettext
 from rest_framework.exceptions import ValidationError
 from rest_framework.filters import OrderingFilter, SearchFilter
 from rest_framework.request import Request
@@ -47,7 +48,8 @@ class ProductNameSearchFilter(SearchFilter):
             # DRF reports a bad term as a bare list; name the parameter like every other 400 does.
             raise ValidationError({self.search_param: error.detail}) from None
         if len(terms) > MOST_SEARCH_WORDS:
-            raise ValidationError({self.search_param: [f"Search for at most {MOST_SEARCH_WORDS} words."]})
+            refusal = gettext("Search for at most %(count)d words.") % {"count": MOST_SEARCH_WORDS}
+            raise ValidationError({self.search_param: [refusal]})
         return terms
 
 

@@ -1,5 +1,6 @@
 import re
 
+from django.utils.translation import gettext
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
@@ -16,7 +17,9 @@ def _query_whole_number(request: Request, name: str, *, default: int, smallest: 
     text = request.query_params.get(name)
     if text is None:
         return default
-    refusal = ValidationError({name: [f"Must be a whole number of at least {smallest}."]})
+    refusal = ValidationError(
+        {name: [gettext("Must be a whole number of at least %(smallest)d.") % {"smallest": smallest}]}
+    )
     if not WHOLE_NUMBER.fullmatch(text):
         raise refusal
     digits = text.lstrip("0") or "0"

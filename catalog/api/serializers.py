@@ -2,6 +2,7 @@
 
 from decimal import Decimal
 
+from django.utils.translation import gettext_lazy
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.validators import UniqueValidator
@@ -109,7 +110,7 @@ class ProductCreateSerializer(serializers.Serializer):
         slug_field="slug",
         queryset=Category.objects.filter(is_active=True),
         required=False,
-        error_messages={"does_not_exist": "No active category has the slug {value}."},
+        error_messages={"does_not_exist": gettext_lazy("No active category has the slug {value}.")},
     )
     is_published = serializers.BooleanField(default=True)
 
@@ -231,7 +232,7 @@ class CategoryCorrectionSerializer(serializers.Serializer):
         slug_field="slug",
         queryset=Category.objects.filter(is_active=True),
         allow_null=True,
-        error_messages={"does_not_exist": "No active category has the slug {value}."},
+        error_messages={"does_not_exist": gettext_lazy("No active category has the slug {value}.")},
         help_text=(
             "Slug of the active category the product belongs to, or null: it belongs to none. Either way a "
             "person's decision: it marks the product reviewed and no prediction files it after."

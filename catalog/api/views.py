@@ -5,6 +5,7 @@ import re
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Count, Q, QuerySet
 from django.urls import reverse
+from django.utils.translation import gettext
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
@@ -70,7 +71,7 @@ def product_for_id_or_slug(*, products: QuerySet[Product], id_or_slug: str) -> P
         product = products.filter(slug=id_or_slug).first()
         if product is not None:
             return product
-    raise NotFound("No product with this id or slug.")
+    raise NotFound(gettext("No product with this id or slug."))
 
 
 def field_errors(error: DjangoValidationError) -> serializers.ValidationError:

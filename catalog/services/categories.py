@@ -5,6 +5,7 @@ from collections.abc import Iterable
 from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
+from django.utils.translation import gettext
 
 from catalog.models import Category, Product
 from catalog.selectors import category_by_name, category_merged_target
@@ -47,10 +48,15 @@ def categories_merge(*, into: Category, merged: Iterable[Category]) -> int:
     """
     into = Category.objects.select_for_update().get(pk=into.pk)
     if not into.is_active:
-        raise CategoryMergeError(f"{into.name} is retired; reactivate it before merging into it")
+        raise CategoryMergeError(
+            gettext("%(category)s is retired; reactivate it before merging into it") % {"category": into.name}
+        )
     merged_ids = sorted({category.pk for category in merged} - {into.pk})
     if not merged_ids:
-        raise CategoryMergeError(f"choose at least one category besides {into.name} to merge into it")
+        raise CategoryMergeError(
+            gettext("Choose at least one category besides %(category)s to merge into it.")
+            % {"category": into.name}
+        )
     list(Category.objects.select_for_update().filter(pk__in=merged_ids))
     now = timezone.now()
     previous = dict(Product.objects.filter(category_id__in=merged_ids).values_list("pk", "category_id"))

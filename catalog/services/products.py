@@ -15,6 +15,7 @@ from django.core.files import File
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.text import slugify
+from django.utils.translation import gettext, gettext_lazy
 
 from catalog.models import Category, Product
 from catalog.photos import (
@@ -40,7 +41,7 @@ PRODUCT_EDITABLE_FIELDS = frozenset(
 PRODUCT_SLUG_BASE_LENGTH = Product._meta.get_field("slug").max_length - 10
 # Products saved at once under one name each take the next suffix; this many tries is plenty.
 SLUG_ATTEMPTS = 5
-SKU_TAKEN = "A product with this SKU already exists."
+SKU_TAKEN = gettext_lazy("A product with this SKU already exists.")
 
 
 def _announce_photos_changed(*, product_ids: list[int]) -> None:
@@ -143,7 +144,10 @@ def _save_unique(product: Product, **save_options: object) -> None:
                 product.slug = product_slug_unique(name=product.name)
                 continue
             raise
-    raise ValidationError({"slug": f"no free slug for {product.name!r}; try again"}, code="unique")
+    raise ValidationError(
+        {"slug": gettext("No free slug for %(product)s; try again.") % {"product": product.name}},
+        code="unique",
+    )
 
 
 def _person_sets_category(
@@ -302,14 +306,19 @@ def product_file_under(
     Raises ReviewError for a retired category.
     """
     if not category.is_active:
-        raise ReviewError(f"{category.name} is retired; choose an active category for {product.name}")
+        raise ReviewError(
+            gettext("%(category)s is retired; choose an active category for %(product)s")
+            % {"category": category.name, "product": product.name}
+        )
     return product_update(product=product, updated_by=reviewed_by, category=category)
 
 
 def product_accept_suggestion(*, product: Product, reviewed_by: AbstractBaseUser | None) -> Product:
     """Files the product under the category the model suggested, as a person's reviewed choice."""
     if product.suggested_category is None:
-        raise ReviewError(f"{product.name} has no suggested category to accept")
+        raise ReviewError(
+            gettext("%(product)s has no suggested category to accept") % {"product": product.name}
+        )
     return product_file_under(product=product, category=product.suggested_category, reviewed_by=reviewed_by)
 
 

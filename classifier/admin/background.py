@@ -10,6 +10,8 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.decorators import method_decorator
+from django.utils.translation import gettext, ngettext
+from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
 from classifier.admin.display import bulk_job_progress, training_run_progress
@@ -29,23 +31,32 @@ post_only = method_decorator(require_POST)
 
 
 class RetrainForm(forms.Form):
-    architecture = forms.ChoiceField(help_text="The network trained on the shop's photos.")
+    architecture = forms.ChoiceField(
+        label=_("Architecture"), help_text=_("The network trained on the shop's photos.")
+    )
     epochs = forms.IntegerField(
-        min_value=1, max_value=10_000, required=False, help_text="Empty: the architecture's own number."
+        min_value=1,
+        max_value=10_000,
+        required=False,
+        label=_("Epochs"),
+        help_text=_("Empty: the architecture's own number."),
     )
     image_size = forms.IntegerField(
-        min_value=8, max_value=1024, help_text="Side in pixels of the square photos the model looks at."
+        min_value=8,
+        max_value=1024,
+        label=_("Image size"),
+        help_text=_("Side in pixels of the square photos the model looks at."),
     )
     base_dataset = forms.ChoiceField(
         required=False,
-        label="Base data set",
-        help_text="Photos from a labelled folder added to the shop's reviewed products (optional).",
+        label=_("Base data set"),
+        help_text=_("Photos from a labelled folder added to the shop's reviewed products (optional)."),
     )
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["architecture"].choices = [(name, name) for name in ARCHITECTURE_EPOCHS]
-        self.fields["base_dataset"].choices = [("", "None: the shop's reviewed products only")] + [
+        self.fields["base_dataset"].choices = [("", gettext("None: the shop's reviewed products only"))] + [
             (name, name) for name in base_dataset_choices()
         ]
 
@@ -105,12 +116,15 @@ class TrainingRunAdmin(WorkerWrittenAdmin):
             *super().get_urls(),
         ]
 
-    @admin.display(description="Progress")
+    @admin.display(description=_("Progress"))
     def progress_summary(self, obj: TrainingRun) -> str:
         progress = obj.progress or {}
         if "epoch" not in progress:
             return "-"
-        return f"epoch {progress['epoch']}/{progress.get('epochs', '?')}"
+        return gettext("epoch %(epoch)s/%(epochs)s") % {
+            "epoch": progress["epoch"],
+            "epochs": progress.get("epochs", "?"),
+        }
 
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
@@ -141,7 +155,11 @@ class TrainingRunAdmin(WorkerWrittenAdmin):
                     if one_click:
                         return HttpResponseRedirect(reverse("admin:classifier_trainingrun_changelist"))
                 else:
-                    self.message_user(request, f"Training run {run.pk} is queued.", messages.SUCCESS)
+                    self.message_user(
+                        request,
+                        gettext("Training run %(run)s is queued.") % {"run": run.pk},
+                        messages.SUCCESS,
+                    )
                     return HttpResponseRedirect(reverse("admin:classifier_trainingrun_change", args=[run.pk]))
         else:
             form = RetrainForm(initial=defaults)
@@ -150,7 +168,7 @@ class TrainingRunAdmin(WorkerWrittenAdmin):
             "vitrine/retrain_form.html",
             {
                 **self.admin_site.each_context(request),
-                "title": "Retrain on the reviewed products",
+                "title": gettext("Retrain on the reviewed products"),
                 "opts": self.model._meta,
                 "form": form,
             },
@@ -177,10 +195,11 @@ class TrainingRunAdmin(WorkerWrittenAdmin):
         except TrainingRunError as error:
             self.message_user(request, str(error), messages.ERROR)
         else:
-            words = (
-                "cancelled" if run.status == TrainingRun.Status.CANCELLED else "stops within a second or two"
-            )
-            self.message_user(request, f"Training run {run.pk} {words}.", messages.SUCCESS)
+            if run.status == TrainingRun.Status.CANCELLED:
+                message = gettext("Training run %(run)s cancelled.")
+            else:
+                message = gettext("Training run %(run)s stops within a second or two.")
+            self.message_user(request, message % {"run": run.pk}, messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:classifier_trainingrun_change", args=[run.pk]))
 
 
@@ -219,7 +238,7 @@ class BulkJobAdmin(WorkerWrittenAdmin):
             *super().get_urls(),
         ]
 
-    @admin.display(description="Progress")
+    @admin.display(description=_("Progress"))
     def progress_summary(self, obj: BulkJob) -> str:
         return f"{obj.done}/{obj.total}"
 
@@ -242,7 +261,14 @@ class BulkJobAdmin(WorkerWrittenAdmin):
             self.message_user(request, str(error), messages.ERROR)
             return HttpResponseRedirect(reverse("admin:classifier_bulkjob_changelist"))
         self.message_user(
-            request, f"Re-classifying {job.total} product(s) in the background.", messages.SUCCESS
+            request,
+            ngettext(
+                "Re-classifying %(count)d product in the background.",
+                "Re-classifying %(count)d products in the background.",
+                job.total,
+            )
+            % {"count": job.total},
+            messages.SUCCESS,
         )
         return HttpResponseRedirect(reverse("admin:classifier_bulkjob_change", args=[job.pk]))
 
@@ -263,17 +289,15 @@ class BulkJobAdmin(WorkerWrittenAdmin):
         except BulkJobError as error:
             self.message_user(request, str(error), messages.ERROR)
         else:
-            self.message_user(request, f"Re-classification {job.pk} {done}.", messages.SUCCESS)
+            self.message_user(request, done % {"job": job.pk}, messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:classifier_bulkjob_change", args=[job.pk]))
 
     @post_only
     def cancel_view(self, request: HttpRequest, job_id: int) -> HttpResponseRedirect:
-        return self._changed(
-            request, job_id, lambda job: bulk_job_cancel(job=job), "is cancelled: no further chunk is sent"
-        )
+        done = gettext("Re-classification %(job)s is cancelled: no further chunk is sent.")
+        return self._changed(request, job_id, lambda job: bulk_job_cancel(job=job), done)
 
     @post_only
     def resume_view(self, request: HttpRequest, job_id: int) -> HttpResponseRedirect:
-        return self._changed(
-            request, job_id, lambda job: bulk_job_resume(job=job), "goes on from where it stopped"
-        )
+        done = gettext("Re-classification %(job)s goes on from where it stopped.")
+        return self._changed(request, job_id, lambda job: bulk_job_resume(job=job), done)

@@ -5,6 +5,8 @@ Selectors return data; everything that turns it into text for a page or its live
 
 from dataclasses import dataclass
 
+from django.utils.translation import gettext
+
 from classifier.ml.formats import format_duration
 from classifier.models import BulkJob, ModelVersion, TrainingRun
 from classifier.selectors import JOB_IN_PROGRESS, RUN_IN_PROGRESS, ModelVersionReport, model_version_report
@@ -22,10 +24,13 @@ def duration(seconds: float | None) -> str:
 
 def report_headline(report: ModelVersionReport) -> list[tuple[str, str]]:
     return [
-        ("Test accuracy", percent(report.accuracy)),
-        ("Macro F1", percent(report.macro_f1)),
-        ("Validation accuracy", percent(report.val_accuracy)),
-        ("Test photos", MISSING if report.images_evaluated is None else str(report.images_evaluated)),
+        (gettext("Test accuracy"), percent(report.accuracy)),
+        (gettext("Macro F1"), percent(report.macro_f1)),
+        (gettext("Validation accuracy"), percent(report.val_accuracy)),
+        (
+            gettext("Test photos"),
+            MISSING if report.images_evaluated is None else str(report.images_evaluated),
+        ),
     ]
 
 
@@ -56,27 +61,34 @@ def model_versions_compare(*, model_versions: list[ModelVersion]) -> list[Compar
     """Side-by-side figures of the versions: headline numbers, then F1 per category (of any version)."""
     reports = [model_version_report(model_version=version) for version in model_versions]
     figures = [
-        ComparedFigure("Architecture", [version.architecture for version in model_versions]),
-        ComparedFigure("Created", [f"{version.created_at:%Y-%m-%d %H:%M}" for version in model_versions]),
-        ComparedFigure("Active", ["yes" if version.is_active else "no" for version in model_versions]),
-        ComparedFigure("Categories", [str(len(version.class_names)) for version in model_versions]),
+        ComparedFigure(gettext("Architecture"), [version.architecture for version in model_versions]),
         ComparedFigure(
-            "Trained on",
+            gettext("Created"), [f"{version.created_at:%Y-%m-%d %H:%M}" for version in model_versions]
+        ),
+        ComparedFigure(
+            gettext("Active"),
+            [gettext("yes") if version.is_active else gettext("no") for version in model_versions],
+        ),
+        ComparedFigure(gettext("Categories"), [str(len(version.class_names)) for version in model_versions]),
+        ComparedFigure(
+            gettext("Trained on"),
             [
-                " / ".join(str(report.data.get(split, "—")) for split in ("train", "val", "test"))
-                + " (train / validation / test)"
+                gettext("%(train)s / %(val)s / %(test)s (train / validation / test)")
+                % {split: report.data.get(split, MISSING) for split in ("train", "val", "test")}
                 for report in reports
             ],
         ),
-        ComparedFigure("Threshold in use", [percent(version.threshold) for version in model_versions]),
+        ComparedFigure(
+            gettext("Threshold in use"), [percent(version.threshold) for version in model_versions]
+        ),
     ]
     for label, attribute in (
-        ("Test accuracy", "accuracy"),
-        ("Macro F1", "macro_f1"),
-        ("Validation accuracy", "val_accuracy"),
-        ("Suggested threshold", "suggested_threshold"),
-        ("Precision at that threshold", "threshold_precision"),
-        ("Filed automatically at that threshold", "threshold_coverage"),
+        (gettext("Test accuracy"), "accuracy"),
+        (gettext("Macro F1"), "macro_f1"),
+        (gettext("Validation accuracy"), "val_accuracy"),
+        (gettext("Suggested threshold"), "suggested_threshold"),
+        (gettext("Precision at that threshold"), "threshold_precision"),
+        (gettext("Filed automatically at that threshold"), "threshold_coverage"),
     ):
         values = [getattr(report, attribute) for report in reports]
         # A higher threshold is not better in itself; the figures it gives are.
@@ -85,7 +97,8 @@ def model_versions_compare(*, model_versions: list[ModelVersion]) -> list[Compar
     names = list(dict.fromkeys(name for report in reports for name in (s.name for s in report.per_class)))
     for name in names:
         scores = [{s.name: s.f1 for s in report.per_class}.get(name) for report in reports]
-        figures.append(ComparedFigure(f"F1 {name}", [percent(value) for value in scores], _best(scores)))
+        label = gettext("F1 %(category)s") % {"category": name}
+        figures.append(ComparedFigure(label, [percent(value) for value in scores], _best(scores)))
     return figures
 
 
@@ -96,8 +109,15 @@ def _figure(value: float | None, *, digits: int = 4) -> str:
 def _progress_text(*, progress: dict, epochs: int | None) -> str:
     # Before its epochs, a pretrained backbone first computes the features of every photo.
     if "photos" in progress and "epoch" not in progress:
-        return f"{progress.get('stage', 'features')}: photo {progress['photos']}/{progress['of']}"
-    return f"epoch {progress.get('epoch', 0)}/{epochs if epochs else '?'}"
+        return gettext("%(stage)s: photo %(photo)s/%(photos)s") % {
+            "stage": progress.get("stage", "features"),
+            "photo": progress["photos"],
+            "photos": progress["of"],
+        }
+    return gettext("epoch %(epoch)s/%(epochs)s") % {
+        "epoch": progress.get("epoch", 0),
+        "epochs": epochs or "?",
+    }
 
 
 def training_run_progress(*, run: TrainingRun) -> dict:

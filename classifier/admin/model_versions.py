@@ -11,6 +11,8 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.decorators import method_decorator
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
 from classifier.admin.display import model_versions_compare, percent, report_headline, report_threshold_text
@@ -99,8 +101,11 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def _refuse_deleting_active(self, request: HttpRequest, model_version: ModelVersion) -> None:
         self.message_user(
             request,
-            f"{model_version.name} is the active model version and cannot be deleted: its activation history "
-            "would go with it and classification would stop. Activate another version first.",
+            gettext(
+                "%(version)s is the active model version and cannot be deleted: its activation history "
+                "would go with it and classification would stop. Activate another version first."
+            )
+            % {"version": model_version.name},
             messages.ERROR,
         )
 
@@ -140,7 +145,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
             *super().get_urls(),
         ]
 
-    @admin.display(description="Test accuracy")
+    @admin.display(description=_("Test accuracy"))
     def test_accuracy(self, obj: ModelVersion) -> str:
         return percent((obj.metrics or {}).get("test_accuracy"))
 
@@ -172,12 +177,14 @@ class ModelVersionAdmin(admin.ModelAdmin):
             raise PermissionDenied
 
     @admin.action(
-        description="Activate the selected model version (workers switch at their next product)",
+        description=_("Activate the selected model version (workers switch at their next product)"),
         permissions=["change"],
     )
     def activate(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
         if queryset.count() != 1:
-            self.message_user(request, "Select exactly one model version to activate.", messages.ERROR)
+            self.message_user(
+                request, gettext("Select exactly one model version to activate."), messages.ERROR
+            )
             return
         self._activate(request, queryset.get())
 
@@ -187,7 +194,11 @@ class ModelVersionAdmin(admin.ModelAdmin):
         except ModelVersionError as error:
             self.message_user(request, str(error), messages.ERROR)
             return
-        self.message_user(request, f"{model_version.name} is now the active model version.", messages.SUCCESS)
+        self.message_user(
+            request,
+            gettext("%(version)s is now the active model version.") % {"version": model_version.name},
+            messages.SUCCESS,
+        )
 
     @post_only
     def activate_view(self, request: HttpRequest, version_id: int) -> HttpResponseRedirect:
@@ -205,7 +216,10 @@ class ModelVersionAdmin(admin.ModelAdmin):
             self.message_user(request, str(error), messages.ERROR)
             return HttpResponseRedirect(reverse("admin:classifier_modelversion_changelist"))
         self.message_user(
-            request, f"Rolled back: {model_version.name} is the active model version again.", messages.SUCCESS
+            request,
+            gettext("Rolled back: %(version)s is the active model version again.")
+            % {"version": model_version.name},
+            messages.SUCCESS,
         )
         return HttpResponseRedirect(reverse("admin:classifier_modelversion_change", args=[model_version.pk]))
 
@@ -220,13 +234,15 @@ class ModelVersionAdmin(admin.ModelAdmin):
         content_type = mimetypes.guess_type(file_path.name)[0] or "application/octet-stream"
         return FileResponse(file_path.open("rb"), content_type=content_type)
 
-    @admin.action(description="Compare the two selected versions", permissions=["view"])
+    @admin.action(description=_("Compare the two selected versions"), permissions=["view"])
     def compare_versions(
         self, request: HttpRequest, queryset: QuerySet[ModelVersion]
     ) -> HttpResponseRedirect | None:
         ids = sorted(queryset.values_list("pk", flat=True))
         if len(ids) != 2:
-            self.message_user(request, "Select exactly two model versions to compare.", messages.ERROR)
+            self.message_user(
+                request, gettext("Select exactly two model versions to compare."), messages.ERROR
+            )
             return None
         url = reverse("admin:classifier_modelversion_compare")
         return HttpResponseRedirect(f"{url}?versions={ids[0]},{ids[1]}")
@@ -238,14 +254,17 @@ class ModelVersionAdmin(admin.ModelAdmin):
         versions = {version.pk: version for version in ModelVersion.objects.filter(pk__in=ids)}
         chosen = [versions[int(pk)] for pk in dict.fromkeys(ids) if int(pk) in versions]
         if len(chosen) != 2:
-            self.message_user(request, "Choose two existing model versions to compare.", messages.ERROR)
+            self.message_user(
+                request, gettext("Choose two existing model versions to compare."), messages.ERROR
+            )
             return HttpResponseRedirect(reverse("admin:classifier_modelversion_changelist"))
         return TemplateResponse(
             request,
             "vitrine/model_version_compare.html",
             {
                 **self.admin_site.each_context(request),
-                "title": f"Compare {chosen[0].name} and {chosen[1].name}",
+                "title": gettext("Compare %(first)s and %(second)s")
+                % {"first": chosen[0].name, "second": chosen[1].name},
                 "opts": self.model._meta,
                 "versions": chosen,
                 "figures": model_versions_compare(model_versions=chosen),

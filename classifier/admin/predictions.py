@@ -2,6 +2,7 @@
 
 from django.contrib import admin
 from django.http import HttpRequest
+from django.utils.translation import gettext_lazy as _
 
 from classifier.admin.display import percent
 from classifier.models import Prediction
@@ -16,7 +17,7 @@ class PredictionAdmin(admin.ModelAdmin):
     fields = ("product", "model_version", "image_sha256", "label", "confidence", "top", "created_at")
     readonly_fields = fields
 
-    @admin.display(description="Confidence", ordering="confidence")
+    @admin.display(description=_("Confidence"), ordering="confidence")
     def confidence_percent(self, obj: Prediction) -> str:
         return percent(obj.confidence)
 

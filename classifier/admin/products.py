@@ -7,6 +7,8 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import reverse
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 from catalog.admin import ProductAdmin
 from catalog.models import Product
@@ -23,7 +25,7 @@ class ClassifiedProductAdmin(ProductAdmin):
         return request.user.has_perm("classifier.add_bulkjob")
 
     @admin.action(
-        description="Re-classify the selected products with the active model (background job)",
+        description=_("Re-classify the selected products with the active model (background job)"),
         permissions=["bulk_job"],
     )
     def reclassify_in_background(
@@ -35,6 +37,13 @@ class ClassifiedProductAdmin(ProductAdmin):
             self.message_user(request, str(error), messages.ERROR)
             return None
         self.message_user(
-            request, f"Re-classifying {job.total} product(s) in the background.", messages.SUCCESS
+            request,
+            ngettext(
+                "Re-classifying %(count)d product in the background.",
+                "Re-classifying %(count)d products in the background.",
+                job.total,
+            )
+            % {"count": job.total},
+            messages.SUCCESS,
         )
         return HttpResponseRedirect(reverse("admin:classifier_bulkjob_change", args=[job.pk]))

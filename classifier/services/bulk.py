@@ -15,6 +15,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
 from django.db.models import F, Max, Q
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from catalog.models import Product
 from catalog.queues import task_send
@@ -42,7 +43,7 @@ def bulk_job_create(
     version is active or nothing is chosen.
     """
     if model_version_active() is None:
-        raise BulkJobError("no model version is active; activate one before re-classifying products")
+        raise BulkJobError(gettext("no model version is active; activate one before re-classifying products"))
     if products is None:
         last_product_id = Product.objects.aggregate(last=Max("pk"))["last"] or 0
         job = BulkJob(
@@ -53,7 +54,7 @@ def bulk_job_create(
     else:
         product_ids = sorted({product.pk for product in products})
         if not product_ids:
-            raise BulkJobError("choose at least one product to re-classify")
+            raise BulkJobError(gettext("choose at least one product to re-classify"))
         job = BulkJob(product_ids=product_ids, last_product_id=product_ids[-1], total=len(product_ids))
     job.chunk_size = chunk_size or settings.VITRINE_BULK_CHUNK_SIZE
     job.created_by = created_by
@@ -140,7 +141,8 @@ def bulk_job_cancel(*, job: BulkJob) -> BulkJob:
     job = BulkJob.objects.select_for_update().get(pk=job.pk)
     if job.status not in JOB_IN_PROGRESS:
         raise BulkJobError(
-            f"re-classification {job.pk} has already ended ({job.get_status_display().lower()})"
+            gettext("re-classification %(job)s has already ended (%(status)s)")
+            % {"job": job.pk, "status": job.get_status_display().lower()}
         )
     job.status = BulkJob.Status.CANCELLED
     job.chunk_attempts = 0
@@ -156,11 +158,13 @@ def bulk_job_resume(*, job: BulkJob) -> BulkJob:
     job = BulkJob.objects.select_for_update().get(pk=job.pk)
     if job.status not in (BulkJob.Status.FAILED, BulkJob.Status.CANCELLED):
         raise BulkJobError(
-            f"re-classification {job.pk} is {job.get_status_display().lower()}; only a failed or cancelled "
-            "one can be resumed"
+            gettext("re-classification %(job)s is %(status)s; only a failed or cancelled one can be resumed")
+            % {"job": job.pk, "status": job.get_status_display().lower()}
         )
     if model_version_active() is None:
-        raise BulkJobError("no model version is active; activate one before resuming the re-classification")
+        raise BulkJobError(
+            gettext("no model version is active; activate one before resuming the re-classification")
+        )
     job.status = BulkJob.Status.QUEUED
     job.error = ""
     job.chunk_attempts = 0

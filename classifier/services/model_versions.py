@@ -11,6 +11,7 @@ from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from catalog.services.categories import CategoryLabelError, category_for_label
 from catalog.storefront_cache import catalog_changed
@@ -112,7 +113,8 @@ def _activate(
         for label in model_version.class_names:
             category_for_label(label=label)
     except CategoryLabelError as error:
-        raise ModelVersionError(f"model version {model_version.name}: {error}") from None
+        message = gettext("model version %(version)s: %(problem)s")
+        raise ModelVersionError(message % {"version": model_version.name, "problem": error}) from None
     previous = ModelVersion.objects.filter(is_active=True).exclude(pk=model_version.pk).first()
     was_active = ModelVersion.objects.filter(pk=model_version.pk, is_active=True).exists()
     ModelVersion.objects.filter(is_active=True).exclude(pk=model_version.pk).update(is_active=False)
@@ -149,7 +151,9 @@ def model_version_roll_back(*, activated_by: AbstractBaseUser | None = None) -> 
     list(ModelVersion.objects.select_for_update().all())
     target = model_version_roll_back_target()
     if target is None:
-        raise ModelVersionError("nothing to roll back to: no other version was active before the current one")
+        raise ModelVersionError(
+            gettext("nothing to roll back to: no other version was active before the current one")
+        )
     return _activate(model_version=target, activated_by=activated_by, is_roll_back=True)
 
 

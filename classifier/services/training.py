@@ -20,6 +20,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from catalog.queues import task_send
 from catalog.selectors import category_by_name, category_merged_target, products_reviewed_for_training
@@ -66,22 +67,30 @@ def training_run_create(
     """
     if architecture not in ARCHITECTURE_EPOCHS:
         raise TrainingRunError(
-            f"unknown architecture {architecture!r}; choose one of: {', '.join(ARCHITECTURE_EPOCHS)}"
+            gettext("unknown architecture %(architecture)r; choose one of: %(choices)s")
+            % {"architecture": architecture, "choices": ", ".join(ARCHITECTURE_EPOCHS)}
         )
     epochs = ARCHITECTURE_EPOCHS[architecture] if epochs is None else int(epochs)
     if not 1 <= epochs <= 10_000:
-        raise TrainingRunError(f"epochs must be between 1 and 10000, not {epochs}")
+        raise TrainingRunError(
+            gettext("epochs must be between 1 and 10000, not %(epochs)s") % {"epochs": epochs}
+        )
     if not 8 <= int(image_size) <= 1024:
-        raise TrainingRunError(f"image size must be between 8 and 1024 pixels, not {image_size}")
+        message = gettext("image size must be between 8 and 1024 pixels, not %(size)s")
+        raise TrainingRunError(message % {"size": image_size})
     if base_dataset and base_dataset not in base_dataset_choices():
-        raise TrainingRunError(f"no photo folder named {base_dataset!r} in {settings.VITRINE_DATASETS_DIR}")
+        message = gettext("no photo folder named %(name)r in %(folder)s")
+        raise TrainingRunError(message % {"name": base_dataset, "folder": settings.VITRINE_DATASETS_DIR})
     training_runs_sweep()
     with transaction.atomic():
         busy = training_run_busy()
         if busy is not None:
             raise TrainingRunError(
-                f"training run {busy.pk} is {busy.get_status_display().lower()}; "
-                "wait until it ends or cancel it before starting another"
+                gettext(
+                    "training run %(run)s is %(status)s; "
+                    "wait until it ends or cancel it before starting another"
+                )
+                % {"run": busy.pk, "status": busy.get_status_display().lower()}
             )
         run = TrainingRun.objects.create(
             params={
@@ -117,7 +126,8 @@ def training_run_cancel(*, run: TrainingRun) -> TrainingRun:
         run.save(update_fields=["cancel_requested"])
     else:
         raise TrainingRunError(
-            f"training run {run.pk} has already ended ({run.get_status_display().lower()})"
+            gettext("training run %(run)s has already ended (%(status)s)")
+            % {"run": run.pk, "status": run.get_status_display().lower()}
         )
     return run
 

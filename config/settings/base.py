@@ -6,6 +6,8 @@ from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.functional import lazy
+from django.utils.translation import ngettext
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -40,9 +42,13 @@ MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     # Before CommonMiddleware, so its redirects and errors carry the CORS headers too.
     "corsheaders.middleware.CorsMiddleware",
+    # After sessions, before CommonMiddleware: the browser's Accept-Language picks the language.
+    "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Needs the signed-in user: a language chosen on the admin's Language page wins over the browser's.
+    "catalog.middleware.UserLanguageMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last: turns django-axes' lockout of a sign-in into its answer (429 and the message below).
@@ -94,10 +100,18 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 # Its start-up banner would go to every command's stderr, ahead of the one line a command owes its user.
 AXES_VERBOSE = False
-AXES_COOLOFF_MESSAGE = (
-    "Too many failed sign-ins for this username from your address. "
-    f"Try again in {int(AXES_COOLOFF_TIME.total_seconds() // 60)} minutes."
-)
+
+
+def _cooloff_message(minutes: int) -> str:
+    return ngettext(
+        "Too many failed sign-ins for this username from your address. Try again in %(minutes)d minute.",
+        "Too many failed sign-ins for this username from your address. Try again in %(minutes)d minutes.",
+        minutes,
+    ) % {"minutes": minutes}
+
+
+# Lazy: worded in the language of the request that is refused (LocaleMiddleware), not at start-up.
+AXES_COOLOFF_MESSAGE = lazy(_cooloff_message, str)(int(AXES_COOLOFF_TIME.total_seconds() // 60))
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -106,7 +120,12 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
-LANGUAGE_CODE = "en-us"
+# English unless the person's choice (admin, Language) or their browser asks for Brazilian Portuguese.
+LANGUAGE_CODE = "en"
+# Each language named in its own words, so a person finds theirs whatever the page's language.
+LANGUAGES = [("en", "English"), ("pt-br", "Português (Brasil)")]
+# One catalog for the project's own strings; Django's admin brings its own pt_BR.
+LOCALE_PATHS = [BASE_DIR / "config" / "locale"]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True

@@ -279,7 +279,7 @@ def test_classify_again_action_requeues_the_selected_products(
             LIST_URL, {"action": "classify_again", "_selected_action": [str(product.pk)]}, follow=True
         )
 
-    assert "1 product(s) queued for classification." in response.content.decode()
+    assert "1 product queued for classification." in response.content.decode()
     assert len(callbacks) == 1
     product.refresh_from_db()
     assert product.status == Product.Status.PENDING

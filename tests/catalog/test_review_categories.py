@@ -66,7 +66,7 @@ def test_merge_asks_which_category_to_keep_then_moves_products_and_suggestions_i
 
     assert 'id="confirm-merge"' in confirm_page and f'name="into" value="{blouse.pk}"' in confirm_page
     assert messages_of(response) == [
-        "Merged Blouse into Shirt: 1 product(s) moved; "
+        "Merged Blouse into Shirt: 1 product moved; "
         "the merged categories are retired and their predictions now file into it."
     ]
     filed.refresh_from_db()

@@ -129,7 +129,7 @@ def test_bulk_accept_files_the_selected_products_and_reports_those_it_cannot(adm
     )
 
     assert messages_of(response) == [
-        "2 product(s) filed under their suggestion.",
+        "2 products filed under their suggestions.",
         "Sandal is retired; choose an active category for Old sandal",
     ]
     filed = dict(Product.objects.values_list("name", "category_source"))
@@ -159,7 +159,7 @@ def test_setting_no_category_is_refused_with_a_message(admin_client, unsure):
         reverse("admin:catalog_reviewqueueitem_set_category", args=[product.pk]), {}, follow=True
     )
 
-    assert messages_of(response) == ["choose a category for Denim shirt"]
+    assert messages_of(response) == ["Choose a category for Denim shirt."]
     product.refresh_from_db()
     assert product.category is None
 

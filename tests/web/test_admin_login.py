@@ -15,8 +15,8 @@ def shop_admin(django_user_model):
     return django_user_model.objects.create_user(username="ana", password=PASSWORD, is_staff=True)
 
 
-def sign_in(*, password: str, address: str = "203.0.113.5", username: str = "ana"):
-    client = Client(REMOTE_ADDR=address)
+def sign_in(*, password: str, address: str = "203.0.113.5", username: str = "ana", language: str = "en"):
+    client = Client(REMOTE_ADDR=address, HTTP_ACCEPT_LANGUAGE=language)
     return client.post(LOGIN_URL, {"username": username, "password": password})
 
 
@@ -39,6 +39,18 @@ def test_wrong_passwords_lock_the_username_from_that_address_with_a_clear_messag
     # Another address, or another username from the same one, is not locked.
     assert sign_in(password=PASSWORD, address="198.51.100.7").status_code == 302
     assert sign_in(password="wrong", username="someone-else").status_code == 200
+
+
+@pytest.mark.django_db
+def test_the_lockout_message_is_in_the_language_of_the_browser(shop_admin) -> None:
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        locked = sign_in(password="wrong", language="pt-BR,pt;q=0.9")
+
+    assert locked.status_code == 429
+    assert locked.content.decode() == (
+        "Muitas tentativas de entrada sem sucesso para este usuário a partir do seu endereço. "
+        "Tente novamente em 15 minutos."
+    )
 
 
 @pytest.mark.django_db
