@@ -66,6 +66,28 @@ class ProductImageInline(admin.TabularInline):
         return _image_tag(obj.image, size=64)
 
 
+class PossibleDuplicateFilter(admin.SimpleListFilter):
+    title = _("possible duplicates")
+    parameter_name = "duplicate"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("yes", _("Looks like another product")), ("no", _("No"))]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Product]) -> QuerySet[Product]:
+        if self.value() == "yes":
+            return queryset.filter(duplicate_of__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(duplicate_of__isnull=True)
+        return queryset
+
+
+def duplicate_description(product: Product) -> str:
+    """How the flag was found, in words: "same photo, 3 of 64 bits differ" or "similar photo, 0.97"."""
+    if product.duplicate_kind == Product.DuplicateKind.HASH:
+        return gettext("same photo: %(bits)d of 64 hash bits differ") % {"bits": product.duplicate_score}
+    return gettext("similar photo: cosine similarity %(score).3f") % {"score": product.duplicate_score}
+
+
 class ConfidenceColumn:
     """The prediction's confidence as a percentage, for the product lists."""
 
@@ -93,8 +115,8 @@ class ProductAdmin(ConfidenceColumn, admin.ModelAdmin):
         "status",
     )
     list_display_links = ("thumbnail", "name")
-    list_filter = ("status", "category", "category_source")
-    list_select_related = ("category", "suggested_category", "model_version")
+    list_filter = ("status", "category", "category_source", PossibleDuplicateFilter)
+    list_select_related = ("category", "suggested_category", "model_version", "duplicate_of")
     search_fields = ("name", "sku")
     actions = ["classify_again"]
     change_form_template = "vitrine/product_change_form.html"
@@ -103,6 +125,7 @@ class ProductAdmin(ConfidenceColumn, admin.ModelAdmin):
         "slug",
         "image_preview",
         "colour_names",
+        "looks_like",
         "category_source",
         "reviewed_at",
         "reviewed_by",
@@ -137,9 +160,12 @@ class ProductAdmin(ConfidenceColumn, admin.ModelAdmin):
         ]
         if obj.classification_error:
             classification.insert(1, "classification_error")
+        image_fields = ("image_preview", "image", "colour_names")
+        if obj.duplicate_of_id is not None:
+            image_fields = ("looks_like", *image_fields)
         return [
             (None, {"fields": ("name", "slug", "description", "price", "sku", "is_published")}),
-            (_("Image"), {"fields": ("image_preview", "image", "colour_names")}),
+            (_("Image"), {"fields": image_fields}),
             (_("Category"), {"fields": ("category", "category_source", "reviewed_at", "reviewed_by")}),
             (_("Classification"), {"fields": [*classification, "status_changed_at", "image_sha256"]}),
             (_("History"), {"fields": ("created_by", "created_at", "updated_at"), "classes": ["collapse"]}),
@@ -182,6 +208,22 @@ class ProductAdmin(ConfidenceColumn, admin.ModelAdmin):
         except ProductSkuTaken:
             # Another save took the SKU after this form was checked; checked again, the form says so.
             return super().changeform_view(request, object_id, form_url, extra_context)
+
+    @admin.display(description=_("Possible duplicate"))
+    def looks_like(self, obj: Product) -> str:
+        """Both photos side by side with a link to the other product: a person decides, nothing is refused."""
+        other = obj.duplicate_of
+        if other is None:
+            return "—"
+        return format_html(
+            '<div>{} <a href="{}">{}</a> ({})</div><div>{} {}</div>',
+            gettext("Looks like"),
+            reverse("admin:catalog_product_change", args=[other.pk]),
+            other.name,
+            duplicate_description(obj),
+            _image_tag(obj.image, size=120),
+            _image_tag(other.image, size=120),
+        )
 
     @admin.display(description=_("Current image"))
     def image_preview(self, obj: Product) -> str:

@@ -90,6 +90,11 @@ class Product(models.Model):
         NOT_VALIDATED = "not_validated", _("The model was never validated on product photos")
         RETIRED_CATEGORY = "retired_category", _("The suggested category is retired")
 
+    class DuplicateKind(models.TextChoices):
+        NONE = "", "—"
+        HASH = "hash", _("Same photo (perceptual hash)")
+        EMBEDDING = "embedding", _("Similar photo (model embedding)")
+
     name = models.CharField(_("name"), max_length=200)
     slug = models.SlugField(_("slug"), max_length=220, unique=True)
     description = models.TextField(_("description"), blank=True)
@@ -103,6 +108,29 @@ class Product(models.Model):
     is_published = models.BooleanField(_("published"), default=True)
     # The product's dominant colours in its photo (catalog.colors.COLOR_NAMES), the largest share first.
     colors = models.JSONField(_("colors"), default=list, blank=True, editable=False)
+    # 64-bit perceptual hash of the photo (catalog.photo_hash): finds re-encoded or resized copies.
+    photo_hash = models.BigIntegerField(_("photo hash"), null=True, blank=True, editable=False, db_index=True)
+    # "Looks like product X": set once per photo (by hash at upload, or by the classifier's embedding when it
+    # arrives), cleared when the photo changes; nothing is refused, a person decides.
+    duplicate_of = models.ForeignKey(
+        "self",
+        verbose_name=_("looks like"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+    )
+    duplicate_kind = models.CharField(
+        _("duplicate kind"),
+        max_length=16,
+        choices=DuplicateKind.choices,
+        blank=True,
+        default="",
+        editable=False,
+    )
+    # Hash: how many of 64 bits differ (lower is closer); embedding: cosine similarity (higher is closer).
+    duplicate_score = models.FloatField(_("duplicate score"), null=True, blank=True, editable=False)
 
     category = models.ForeignKey(
         Category,

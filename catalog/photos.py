@@ -22,6 +22,7 @@ from PIL import Image, ImageCms, ImageOps
 
 from catalog.colors import photo_colors
 from catalog.models import Product, ProductImage, ReviewQueueItem
+from catalog.photo_hash import photo_hashes
 from catalog.validators import ACCEPTED_FORMATS
 
 # Uploaded bytes, EXIF and all, when VITRINE_KEEP_ORIGINAL_PHOTOS is on: "originals/<the served name>".
@@ -93,6 +94,16 @@ def photo_color_names(*, upload: File) -> list[str]:
         names = photo_colors(opened)
     upload.seek(0)
     return names
+
+
+def photo_upload_hashes(*, upload: File) -> tuple[int, int]:
+    """The upright photo's perceptual hash and its mirror image's (catalog.photo_hash)."""
+    upload.open("rb")
+    upload.seek(0)
+    with Image.open(upload, formats=ACCEPTED_FORMATS) as opened:
+        hashes = photo_hashes(ImageOps.exif_transpose(opened))
+    upload.seek(0)
+    return hashes
 
 
 def photo_move_to_new_name(*, owner: models.Model) -> str:

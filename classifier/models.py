@@ -215,6 +215,9 @@ class Prediction(models.Model):
     is_unfamiliar = models.BooleanField(_("is unfamiliar"), default=False)
     # The best categories, best first: [[label, confidence], ...].
     top = models.JSONField(_("top"), default=list)
+    # The backbone's pooled features, L2-normalised float16 bytes (classifier.services.similarity); null for
+    # models without features. Comparable only with embeddings of the same model version.
+    embedding = models.BinaryField(_("embedding"), null=True, blank=True)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
     class Meta:

@@ -137,6 +137,29 @@ class ModelVersionSummarySerializer(serializers.Serializer):
     name = serializers.CharField(read_only=True)
 
 
+class PossibleDuplicateSerializer(serializers.Serializer):
+    """The product this one looks like (catalog.services.duplicates): flagged for a person, never refused."""
+
+    id = serializers.IntegerField(source="duplicate_of.id", read_only=True)
+    slug = serializers.CharField(source="duplicate_of.slug", read_only=True)
+    kind = serializers.ChoiceField(
+        source="duplicate_kind",
+        choices=[Product.DuplicateKind.HASH, Product.DuplicateKind.EMBEDDING],
+        read_only=True,
+        help_text="`hash`: the same photo re-encoded or resized; `embedding`: the model sees the same thing.",
+    )
+    score = serializers.FloatField(
+        source="duplicate_score",
+        read_only=True,
+        help_text=(
+            "hash: bits of 64 that differ (lower: closer); embedding: cosine similarity (higher: closer)."
+        ),
+    )
+
+    def to_representation(self, product: Product) -> dict | None:
+        return None if product.duplicate_of_id is None else super().to_representation(product)
+
+
 class ProductClassificationSerializer(serializers.ModelSerializer):
     """Where a product stands with the classifier, for callers who may view products."""
 
@@ -175,6 +198,12 @@ class ProductClassificationSerializer(serializers.ModelSerializer):
     reviewed_by = serializers.CharField(
         source="reviewed_by.get_username", read_only=True, allow_null=True, help_text="Who set the category."
     )
+    duplicate_of = PossibleDuplicateSerializer(
+        source="*",
+        read_only=True,
+        allow_null=True,
+        help_text="Another product this photo looks like; null: none.",
+    )
 
     class Meta:
         model = Product
@@ -193,6 +222,7 @@ class ProductClassificationSerializer(serializers.ModelSerializer):
             "error",
             "reviewed_at",
             "reviewed_by",
+            "duplicate_of",
         ]
         read_only_fields = fields
 

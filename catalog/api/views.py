@@ -164,7 +164,9 @@ class ProductDetailView(ConditionalStorefrontReadMixin, generics.RetrieveAPIView
 
 
 def classification_products() -> QuerySet[Product]:
-    return Product.objects.select_related("category", "suggested_category", "model_version", "reviewed_by")
+    return Product.objects.select_related(
+        "category", "suggested_category", "model_version", "reviewed_by", "duplicate_of"
+    )
 
 
 @extend_schema_view(

@@ -24,8 +24,10 @@ from catalog.photos import (
     photo_files_delete_on_commit,
     photo_move_to_new_name,
     photo_store,
+    photo_upload_hashes,
 )
 from catalog.services.classification import PREDICTION_FIELDS
+from catalog.services.duplicates import DUPLICATE_FIELDS, product_duplicate_check_hash
 from catalog.services.webhooks import product_events_record
 from catalog.signals import product_photos_changed
 from catalog.validators import validate_product_image
@@ -107,6 +109,7 @@ def product_create(
     # The photo was checked above and is stored only once every other field is valid.
     product.full_clean(exclude=["image"])
     product.colors = photo_color_names(upload=image)
+    product.photo_hash, mirror_hash = photo_upload_hashes(upload=image)
     product.image = photo_store(owner=product, upload=image)
     try:
         _save_unique(product, force_insert=True)
@@ -114,6 +117,7 @@ def product_create(
         # The file is written before the INSERT; a failed INSERT must not leave it behind.
         photo_files_delete(names=[product.image.name])
         raise
+    product_duplicate_check_hash(product=product, mirror_hash=mirror_hash)
     _announce_photos_changed_on_commit(product_ids=[product.pk])
     return product
 
@@ -177,10 +181,16 @@ def _photo_replaced(*, product: Product, image_sha256: str) -> list[str]:
     product.review_reason = Product.ReviewReason.NONE
     product.model_version = None
     product.classified_sha256 = ""
+    # A flag said the old photo looked like another product's; the new photo is checked afresh.
+    product.duplicate_of = None
+    product.duplicate_kind = Product.DuplicateKind.NONE
+    product.duplicate_score = None
     changed = [
         "image",
         "image_sha256",
         "colors",
+        "photo_hash",
+        *DUPLICATE_FIELDS,
         "status",
         "status_changed_at",
         "classification_error",
@@ -238,8 +248,10 @@ def product_update(*, product: Product, updated_by: AbstractBaseUser | None = No
     if not changed:
         return product
     product.full_clean(exclude=["image"])
+    mirror_hash = None
     if replaced_photo is not None:
         product.colors = photo_color_names(upload=fields["image"])
+        product.photo_hash, mirror_hash = photo_upload_hashes(upload=fields["image"])
         product.image = photo_store(owner=product, upload=fields["image"])
     elif "is_published" in changed and not product.is_published:
         _photos_to_new_names(product)
@@ -252,6 +264,7 @@ def product_update(*, product: Product, updated_by: AbstractBaseUser | None = No
         raise
     if replaced_photo is not None:
         photo_files_delete_on_commit(names=[replaced_photo])
+        product_duplicate_check_hash(product=product, mirror_hash=mirror_hash)
         _announce_photos_changed_on_commit(product_ids=[product.pk])
     product_events_record(product=product, previous_category_id=previous_category_id, classified=False)
     return product

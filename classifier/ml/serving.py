@@ -27,6 +27,9 @@ class Prediction:
     # Out-of-distribution score of the photo; None when the artifact has no statistics (older models).
     ood_score: float | None = None
     is_unfamiliar: bool = False  # the score is over the artifact's threshold: not a product it knows
+    # The backbone's pooled features, L2-normalised, as float16 (a dot product is the cosine similarity);
+    # None for models without a features output (the seed models).
+    embedding: np.ndarray | None = None
 
 
 def compiled_inference(
@@ -67,6 +70,13 @@ def split_outputs(outputs: tf.Tensor | Sequence[tf.Tensor]) -> tuple[np.ndarray,
     if isinstance(outputs, list | tuple):
         return np.asarray(outputs[0]), np.asarray(outputs[1]) if len(outputs) > 1 else None
     return np.asarray(outputs), None
+
+
+def embeddings_normalised(features: np.ndarray) -> np.ndarray:
+    """Each row scaled to length 1, as float16: half the bytes, and cosine similarities stay within 1e-3."""
+    features = np.asarray(features, dtype=np.float32).reshape(len(features), -1)
+    norms = np.linalg.norm(features, axis=1, keepdims=True)
+    return (features / np.maximum(norms, 1e-12)).astype(np.float16)
 
 
 def artifact_ood(artifact: Artifact) -> OodModel | None:
@@ -124,6 +134,7 @@ class Classifier:
             probabilities, features = split_outputs(self._probabilities(chunk))
             probabilities = apply_temperature(probabilities, temperature=self.temperature)
             scores = self.ood.scores(features) if self.ood is not None and features is not None else None
+            embeddings = None if features is None else embeddings_normalised(features)
             for index, row in enumerate(probabilities):
                 best = np.argsort(-row, kind="stable")[:top_k]
                 top = [(self.class_names[i], float(row[i])) for i in best]
@@ -135,6 +146,7 @@ class Classifier:
                         top=top,
                         ood_score=score,
                         is_unfamiliar=score is not None and bool(self.ood.is_unfamiliar(score)),
+                        embedding=None if embeddings is None else embeddings[index],
                     )
                 )
         return predictions

@@ -19,6 +19,7 @@ from catalog.services.classification import product_file_from_prediction, produc
 from classifier.models import ModelVersion, Prediction
 from classifier.services.dispatch import CLASSIFY_PRODUCTS
 from classifier.services.model_versions import model_version_threshold
+from classifier.services.similarity import product_duplicate_check_embedding
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,8 @@ class PhotoPrediction:
     # Out-of-distribution score and verdict, for models that measure it.
     ood_score: float | None = None
     is_unfamiliar: bool = False
+    # The photo's embedding as float16 bytes (classifier.services.similarity), for models that give one.
+    embedding: bytes | None = None
 
 
 def classification_enqueue(*, product_ids: list[int]) -> int:
@@ -72,8 +75,13 @@ def prediction_record(
             "top": [[label, confidence] for label, confidence in prediction.top],
             "ood_score": prediction.ood_score,
             "is_unfamiliar": prediction.is_unfamiliar,
+            "embedding": prediction.embedding,
         },
     )
+    if prediction.embedding is not None:
+        product_duplicate_check_embedding(
+            product_id=product_id, model_version_id=model_version.pk, embedding=prediction.embedding
+        )
     return product_file_from_prediction(
         product_id=product_id,
         image_sha256=image_sha256,

@@ -14,6 +14,7 @@ from django.utils import timezone
 from django.utils.translation import gettext
 
 from catalog.services.categories import CategoryLabelError, category_for_label
+from catalog.storefront_cache import catalog_changed
 from classifier.artifacts import (
     artifact_storage,
     artifacts_upload,
@@ -120,6 +121,8 @@ def _activate(
     model_version.is_active = True
     model_version.activated_at = timezone.now()
     model_version.save(update_fields=["is_active", "activated_at"])
+    # The storefront's similar products come from the active version's embeddings: cached pages go stale.
+    catalog_changed(using=ModelVersion.objects.db)
     if not was_active:
         ModelActivation.objects.create(
             model_version=model_version,

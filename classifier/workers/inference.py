@@ -229,6 +229,7 @@ def products_classify(*, product_ids: list[int]) -> BatchOutcome:
                 top=prediction.top,
                 ood_score=prediction.ood_score,
                 is_unfamiliar=prediction.is_unfamiliar,
+                embedding=None if prediction.embedding is None else prediction.embedding.tobytes(),
             ),
             model_version=model_version,
         )

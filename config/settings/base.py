@@ -269,6 +269,19 @@ VITRINE_INFERENCE_BATCH_WAIT_MS = bounded_number(
     high=1000,
     kind=float,
 )
+# Possible duplicates (catalog.services.duplicates), flagged for a person, never refused: a photo whose
+# perceptual hash differs from another product's in at most this many of 64 bits...
+VITRINE_DUPLICATE_HASH_DISTANCE = bounded_number(
+    "VITRINE_DUPLICATE_HASH_DISTANCE", env("VITRINE_DUPLICATE_HASH_DISTANCE", default="10"), low=0, high=32
+)
+# ...or whose embedding has at least this cosine similarity with another product's (same model version).
+VITRINE_DUPLICATE_SIMILARITY = bounded_number(
+    "VITRINE_DUPLICATE_SIMILARITY",
+    env("VITRINE_DUPLICATE_SIMILARITY", default="0.93"),
+    low=0,
+    high=1,
+    kind=float,
+)
 # "Retrain now" in the admin: the recipe a one-click run uses (the settings page can change it per run).
 # The pretrained EfficientNet-Lite2 at its input size (260 px); without its wheel, vitrine_cnn from scratch.
 VITRINE_RETRAIN_ARCH = env("VITRINE_RETRAIN_ARCH", default="effnet_lite2")

@@ -223,6 +223,7 @@ def test_classification_details_show_the_suggestion_confidence_model_and_status(
         "error": "",
         "reviewed_at": None,
         "reviewed_by": None,
+        "duplicate_of": None,
     }
 
 

@@ -101,3 +101,15 @@ def test_changed_ood_statistics_are_refused(tmp_path):
 
     with pytest.raises(ArtifactError, match="checksum"):
         Classifier.load(tmp_path / "tampered")
+
+
+def test_each_prediction_carries_its_photos_unit_length_features(calibrated: Classifier):
+    x = pixels(4, seed=6)
+    features = np.asarray(calibrated.model(x.astype(np.float32), training=False)[1])
+
+    predictions = calibrated.predict_arrays(x)
+
+    for prediction, row in zip(predictions, features, strict=True):
+        assert prediction.embedding.dtype == np.float16
+        assert np.linalg.norm(prediction.embedding.astype(np.float32)) == pytest.approx(1.0, abs=1e-3)
+        assert prediction.embedding == pytest.approx(row / np.linalg.norm(row), abs=1e-3)
