@@ -46,24 +46,84 @@ def embeddings_current(
     return ids, vectors.reshape(len(rows), -1).astype(np.float32)
 
 
+class _SeenEmbeddings:
+    """One model version's embeddings this process has read, by product (its latest prediction wins): each
+    check reads only the predictions made since the last one, so it costs one small query and one product
+    of a matrix and a vector, however large the catalog."""
+
+    def __init__(self) -> None:
+        self.last_pk = 0
+        self.row_of: dict[int, int] = {}
+        self.product_ids = np.zeros(0, dtype=np.int64)
+        self.shas: list[str] = []
+        self.vectors = np.zeros((0, 0), dtype=np.float32)
+
+    def add(self, product_id: int, image_sha256: str, vector: np.ndarray) -> None:
+        row = self.row_of.get(product_id)
+        if row is None:
+            row = len(self.row_of)
+            self.row_of[product_id] = row
+            if row >= len(self.product_ids):
+                # Room doubles, so a catalog of n photos is copied about twice in all, not once per photo.
+                size = max(64, 2 * len(self.product_ids))
+                self.product_ids = np.resize(self.product_ids, size)
+                grown = np.zeros((size, len(vector)), dtype=np.float32)
+                if len(self.vectors):
+                    grown[: len(self.vectors)] = self.vectors
+                self.vectors = grown
+                self.shas += [""] * (size - len(self.shas))
+        self.product_ids[row] = product_id
+        self.shas[row] = image_sha256
+        self.vectors[row] = vector
+
+    def read_new(self, *, model_version_id: int) -> None:
+        new = (
+            Prediction.objects.filter(
+                model_version_id=model_version_id, embedding__isnull=False, pk__gt=self.last_pk
+            )
+            .order_by("pk")
+            .values_list("pk", "product_id", "image_sha256", "embedding")
+        )
+        for pk, product_id, image_sha256, embedding in new.iterator(chunk_size=2000):
+            self.add(product_id, image_sha256, embedding_vector(embedding))
+            self.last_pk = pk
+
+
+_seen: dict[int, _SeenEmbeddings] = {}
+_seen_lock = threading.Lock()
+
+
 def product_duplicate_check_embedding(*, product_id: int, model_version_id: int, embedding: bytes) -> bool:
     """Flags the product with the other product whose current photo's embedding (same version) is the most
     similar, when at least VITRINE_DUPLICATE_SIMILARITY; returns whether it was recorded."""
-    ids, vectors = embeddings_current(model_version_id=model_version_id)
-    others = ids != product_id
-    ids, vectors = ids[others], vectors[others]
-    if not len(ids):
-        return False
-    similarities = vectors @ embedding_vector(embedding)
-    best = int(np.argmax(similarities))
-    if similarities[best] < settings.VITRINE_DUPLICATE_SIMILARITY:
-        return False
-    return product_duplicate_record(
-        product_id=product_id,
-        duplicate_of_id=int(ids[best]),
-        kind=Product.DuplicateKind.EMBEDDING,
-        score=round(float(similarities[best]), 4),
-    )
+    with _seen_lock:
+        seen = _seen.setdefault(model_version_id, _SeenEmbeddings())
+        seen.read_new(model_version_id=model_version_id)
+        count = len(seen.row_of)
+        if count < 2:
+            return False
+        similarities = seen.vectors[:count] @ embedding_vector(embedding)
+        own = seen.row_of.get(product_id)
+        if own is not None:
+            similarities[own] = -1.0
+        order = np.argsort(-similarities)
+        candidates = [
+            (int(seen.product_ids[row]), seen.shas[row], float(similarities[row]))
+            for row in order[:8]
+            if similarities[row] >= settings.VITRINE_DUPLICATE_SIMILARITY
+        ]
+    # An embedding is of the photo it was made for: a product whose photo changed since, or gone, is no match.
+    candidate_ids = [candidate for candidate, _, _ in candidates]
+    current = dict(Product.objects.filter(pk__in=candidate_ids).values_list("pk", "image_sha256"))
+    for candidate, image_sha256, similarity in candidates:
+        if current.get(candidate) == image_sha256:
+            return product_duplicate_record(
+                product_id=product_id,
+                duplicate_of_id=candidate,
+                kind=Product.DuplicateKind.EMBEDDING,
+                score=round(similarity, 4),
+            )
+    return False
 
 
 @dataclass(frozen=True)
