@@ -60,6 +60,7 @@ def test_the_schema_generates_without_warnings(tmp_path):
         "/api/v1/products/{id_or_slug}/",
         "/api/v1/products/{id_or_slug}/classification/",
         "/api/v1/products/{id_or_slug}/reclassify/",
+        "/api/v1/products/{id_or_slug}/similar/",
     ]
     create = schema["paths"]["/api/v1/products/"]["post"]
     assert list(create["requestBody"]["content"]) == ["multipart/form-data"]

@@ -60,6 +60,13 @@ ACCESS = {
         "patch": EDITOR_ONLY_405,
         "delete": SUPERUSER_ONLY_405,
     },
+    "classifier-api:product-similar": {
+        "get": OPEN_READ,
+        "post": EDITOR_ONLY_405,
+        "put": EDITOR_ONLY_405,
+        "patch": EDITOR_ONLY_405,
+        "delete": SUPERUSER_ONLY_405,
+    },
     "classifier-api:model-version-list": {
         "get": EVERY_ROLE_READS,
         "post": SUPERUSER_ONLY_405,
@@ -94,7 +101,9 @@ def test_access(
     product = make_product(name="Linen shirt")
     Product.objects.filter(pk=product.pk).update(status=Product.Status.FAILED, classification_error="boom")
     client = caller_client(caller)
-    needs_product = endpoint.startswith("catalog-api:product-") and endpoint != "catalog-api:product-list"
+    needs_product = endpoint.endswith("-similar") or (
+        endpoint.startswith("catalog-api:product-") and endpoint != "catalog-api:product-list"
+    )
     url = reverse(endpoint, kwargs={"id_or_slug": product.pk} if needs_product else None)
     if endpoint == "catalog-api:product-list" and method == "post":
         body = {"name": "Wool coat", "sku": "COAT-1", "price": "120.00", "image": make_upload("coat.jpg")}
