@@ -228,10 +228,13 @@ def _sweep_background_jobs_at_start(sender: object, **kwargs: object) -> None:
 
 @worker_ready.connect
 def _watch_deliveries(sender: object, **kwargs: object) -> None:
-    # The solo inference worker: what it holds is given back within seconds if it dies (Redis only).
+    # Every inference worker (a prefork one in its parent): what it holds is given back within seconds if it
+    # dies (Redis only); the thread touches no TensorFlow, so a prefork parent may run it.
     consumed = {queue.name for queue in sender.task_consumer.queues}
-    if settings.VITRINE_INFERENCE_QUEUE in consumed and not isinstance(sender.pool, PreforkPool):
-        recovery.delivery_watch_start(app=sender.app, hostname=sender.hostname)
+    if settings.VITRINE_INFERENCE_QUEUE in consumed:
+        recovery.delivery_watch_start(
+            app=sender.app, hostname=sender.hostname, queue=settings.VITRINE_INFERENCE_QUEUE
+        )
 
 
 @task_received.connect

@@ -4,10 +4,14 @@ Redis hands an unacknowledged message out again only after the visibility timeou
 task). So each solo inference worker notes which worker holds each message it receives (delivery tag ->
 holder) and keeps a key saying it is alive, refreshed from a thread that runs even while a task blocks the
 worker. The same thread puts back, at the head of their queue, the unacknowledged messages whose holder's key
-has expired: a dead worker's. Messages of a live worker, or of a worker that notes nothing (a prefork
-worker), are left alone and wait for the visibility timeout as before. Other brokers: nothing is done.
+has expired: a dead worker's. Messages of a live worker are left alone. Every worker that consumes the
+inference queue notes what it holds (prefork ones too, in their parent); a message of that queue with no
+holder noted ORPHAN_AFTER_S after its delivery was fetched by a worker killed before it could note it (the
+instant between Redis handing it over and the worker receiving it), and is given back too. Messages of
+other queues without a holder wait for the visibility timeout. Other brokers: nothing is done.
 """
 
+import json
 import logging
 import os
 import threading
@@ -24,13 +28,16 @@ ALIVE_KEY = "vitrine:worker-alive:{holder}"
 # A holder whose key is this old is dead; the check runs often enough to keep a live one's key fresh.
 ALIVE_FOR_S = 4
 CHECK_EVERY_S = 1.0
+# A live worker notes a message within milliseconds of fetching it; one unnoted for this long has no holder.
+ORPHAN_AFTER_S = 30.0
 
 
 class DeliveryWatch:
     """This worker process's notes on the messages it holds, and the thread that keeps them and recovers."""
 
-    def __init__(self, *, connection: Connection, hostname: str) -> None:
+    def __init__(self, *, connection: Connection, hostname: str, queue: str) -> None:
         self.connection = connection
+        self.queue = queue
         self.channel = connection.default_channel
         # The process, not the host name: a restarted worker keeps its host name but holds nothing.
         self.holder = f"{hostname}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -55,12 +62,29 @@ class DeliveryWatch:
             known = [(tag, holder.decode()) for tag, holder in zip(tags, holders, strict=True) if holder]
             alive = client.mget([ALIVE_KEY.format(holder=holder) for _tag, holder in known]) if known else []
             dead = [tag for (tag, _holder), is_alive in zip(known, alive, strict=True) if not is_alive]
+            unnoted = [tag for tag, holder in zip(tags, holders, strict=True) if not holder]
+            dead += self._orphans(client, unnoted)
             for tag in dead:
                 # The head of the queue: they were delivered first, and have waited long enough.
                 self.channel.qos.restore_by_tag(tag, client)
         if dead:
             logger.warning("gave back %s message(s) held by dead workers: %s", len(dead), dead)
         return len(dead)
+
+    def _orphans(self, client: object, tags: list[str]) -> list[str]:
+        """The inference messages among `tags` (none with a holder) fetched more than ORPHAN_AFTER_S ago."""
+        if not tags:
+            return []
+        fetched_at = client.zmscore(self.channel.unacked_index_key, tags)
+        old = [
+            tag for tag, at in zip(tags, fetched_at, strict=True) if at and at < time.time() - ORPHAN_AFTER_S
+        ]
+        orphans = []
+        for tag, payload in zip(old, client.hmget(self.channel.unacked_key, old) if old else [], strict=True):
+            # kombu keeps [message, exchange, routing key]; the routing key is the queue's name here.
+            if payload and json.loads(payload)[2] == self.queue:
+                orphans.append(tag)
+        return orphans
 
     def _run(self) -> None:
         while True:
@@ -76,14 +100,15 @@ class DeliveryWatch:
 _watch: DeliveryWatch | None = None
 
 
-def delivery_watch_start(*, app: Celery, hostname: str) -> bool:
-    """Starts this worker's watch when the broker is Redis; returns whether it did."""
+def delivery_watch_start(*, app: Celery, hostname: str, queue: str) -> bool:
+    """Starts this worker's watch of the messages of `queue` it holds when the broker is Redis; returns
+    whether it did."""
     global _watch
     connection = app.connection_for_write()
     if connection.transport.driver_type != "redis":
         connection.release()
         return False
-    _watch = DeliveryWatch(connection=connection, hostname=hostname)
+    _watch = DeliveryWatch(connection=connection, hostname=hostname, queue=queue)
     _watch.start()
     return True
 
