@@ -7,7 +7,7 @@ from django.conf import settings
 
 from classifier.workers import recovery
 from config.celery_app import app
-from tests.e2e.support import BrokerQueues
+from tests.e2e.support import BrokerQueues, Workers
 
 
 def unacked(client, channel, *, tag: str, queue: str, fetched_s_ago: float) -> None:
@@ -18,8 +18,10 @@ def unacked(client, channel, *, tag: str, queue: str, fetched_s_ago: float) -> N
 
 
 def test_an_old_inference_message_nobody_holds_is_given_back_and_the_others_wait(
-    broker_queues: BrokerQueues,
+    workers: Workers, broker_queues: BrokerQueues
 ) -> None:
+    # No worker of the session may give the message back (or take it) first.
+    workers.stop_all()
     connection = app.connection_for_write()
     watch = recovery.DeliveryWatch(
         connection=connection, hostname="test", queue=settings.VITRINE_INFERENCE_QUEUE

@@ -84,8 +84,9 @@ class Supervisor:
         )
 
         def fresh_photo_in_hand() -> set[int]:
-            held = held_product_ids(self.broker_queues)
-            return held if held and not held & spare else set()
+            # Photos killed before may be held beside fresh ones (a batch); a death in a batch of several
+            # counts against none of them, so only the fresh ones are this kill's.
+            return held_product_ids(self.broker_queues) - spare
 
         held = wait_for(
             fresh_photo_in_hand, timeout_s=60, what="a delivered message of a photo not killed before"
