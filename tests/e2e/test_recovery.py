@@ -3,11 +3,15 @@
 import json
 import time
 
-from django.conf import settings
+from kombu import Exchange, Queue
 
 from classifier.workers import recovery
 from config.celery_app import app
-from tests.e2e.support import BrokerQueues, Workers
+from tests.e2e.support import BrokerQueues
+
+# A queue of this test's own: no worker of the session consumes it or gives its messages back.
+WATCHED = "recovery-test"
+OTHER = "recovery-test-other"
 
 
 def unacked(client, channel, *, tag: str, queue: str, fetched_s_ago: float) -> None:
@@ -17,31 +21,26 @@ def unacked(client, channel, *, tag: str, queue: str, fetched_s_ago: float) -> N
     client.zadd(channel.unacked_index_key, {tag: time.time() - fetched_s_ago})
 
 
-def test_an_old_inference_message_nobody_holds_is_given_back_and_the_others_wait(
-    workers: Workers, broker_queues: BrokerQueues
-) -> None:
-    # No worker of the session may give the message back (or take it) first.
-    workers.stop_all()
+def test_an_old_message_nobody_holds_is_given_back_and_the_others_wait(broker_queues: BrokerQueues) -> None:
     connection = app.connection_for_write()
-    watch = recovery.DeliveryWatch(
-        connection=connection, hostname="test", queue=settings.VITRINE_INFERENCE_QUEUE
-    )
+    watch = recovery.DeliveryWatch(connection=connection, hostname="test", queue=WATCHED)
     channel = watch.channel
     client = channel.client
+    for name in (WATCHED, OTHER):
+        Queue(name, Exchange(name, type="direct"), routing_key=name)(channel).declare()
     try:
-        unacked(client, channel, tag="orphan", queue=settings.VITRINE_INFERENCE_QUEUE, fetched_s_ago=60)
-        unacked(client, channel, tag="just-fetched", queue=settings.VITRINE_INFERENCE_QUEUE, fetched_s_ago=1)
-        unacked(client, channel, tag="other-queue", queue=settings.VITRINE_JOBS_QUEUE, fetched_s_ago=60)
+        unacked(client, channel, tag="orphan", queue=WATCHED, fetched_s_ago=60)
+        unacked(client, channel, tag="just-fetched", queue=WATCHED, fetched_s_ago=1)
+        unacked(client, channel, tag="other-queue", queue=OTHER, fetched_s_ago=60)
 
         given_back = watch.restore_dead_holders()
 
         assert given_back == 1
-        assert broker_queues.length(settings.VITRINE_INFERENCE_QUEUE) == 1
-        assert sorted(key.decode() for key in client.hkeys(channel.unacked_key)) == [
-            "just-fetched",
-            "other-queue",
-        ]
+        assert broker_queues.length(WATCHED) == 1
+        waiting = sorted(key.decode() for key in client.hkeys(channel.unacked_key))
+        assert {"just-fetched", "other-queue"} <= set(waiting) and "orphan" not in waiting
     finally:
-        client.delete(channel.unacked_key, channel.unacked_index_key)
-        broker_queues.clear()
+        client.hdel(channel.unacked_key, "orphan", "just-fetched", "other-queue")
+        client.zrem(channel.unacked_index_key, "orphan", "just-fetched", "other-queue")
+        client.delete(WATCHED, OTHER)
         connection.release()
