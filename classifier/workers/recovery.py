@@ -29,7 +29,7 @@ ALIVE_KEY = "vitrine:worker-alive:{holder}"
 ALIVE_FOR_S = 4
 CHECK_EVERY_S = 1.0
 # A live worker notes a message within milliseconds of fetching it; one unnoted for this long has no holder.
-ORPHAN_AFTER_S = 30.0
+ORPHAN_AFTER_S = 8.0
 
 
 class DeliveryWatch:
