@@ -130,6 +130,19 @@ def _download(storage: Storage, key: str, path: pathlib.Path, *, prefix: str) ->
         raise ArtifactFetchError(f"{prefix}: cannot download the bucket's {key} ({error})") from error
 
 
+def stored_file_copy(*, storage: Storage, name: str, path: pathlib.Path) -> None:
+    """Writes the stored file `name` to `path` whole or not at all: into a temporary file beside it, then
+    renamed over it. Raises what the storage raises."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = pathlib.Path(tempfile.mkstemp(dir=path.parent, prefix=".partial-")[1])
+    try:
+        with storage.open(name, "rb") as stored, partial.open("wb") as local:
+            shutil.copyfileobj(stored, local, length=1 << 20)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def model_version_report_file(*, model_version: ModelVersion, name: str) -> pathlib.Path | None:
     """One of the version's small files (a report, a picture) on this machine, fetched alone if needed;
     None when the bucket does not have it. Never the model: the web process has no use for it."""
@@ -140,14 +153,8 @@ def model_version_report_file(*, model_version: ModelVersion, name: str) -> path
     storage = artifact_storage()
     if storage is None or not storage.exists(_stored_key(model_version, name)):
         return None
-    target.mkdir(parents=True, exist_ok=True)
-    partial = pathlib.Path(tempfile.mkstemp(dir=target, prefix=".partial-")[1])
     try:
-        key = _stored_key(model_version, name)
-        _download(storage, key, partial, prefix=f"model version {model_version.name}")
-        os.replace(partial, path)
-    except ArtifactFetchError:
+        stored_file_copy(storage=storage, name=_stored_key(model_version, name), path=path)
+    except Exception:  # botocore's errors alike: the report cannot be fetched now, the page goes without it
         return None
-    finally:
-        partial.unlink(missing_ok=True)
     return path

@@ -5,10 +5,7 @@ model version. Keras-free: the admin creates and cancels runs here; classifier.w
 import hashlib
 import json
 import logging
-import os
 import pathlib
-import shutil
-import tempfile
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,6 +21,7 @@ from django.utils.translation import gettext
 
 from catalog.queues import task_send
 from catalog.selectors import category_by_name, category_merged_target, products_reviewed_for_training
+from classifier.artifacts import stored_file_copy
 from classifier.ml.formats import ARCHITECTURE_EPOCHS
 from classifier.models import TrainingRun
 from classifier.selectors import base_dataset_choices, training_run_busy
@@ -185,14 +183,7 @@ def _photo_on_disk(*, name: str, image_sha256: str) -> str:
     cache_dir = pathlib.Path(settings.VITRINE_MODELS_DIR) / PHOTO_CACHE_FOLDER
     cached = cache_dir / f"{image_sha256}{pathlib.PurePath(name).suffix.lower()}"
     if not cached.is_file():
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        download = pathlib.Path(tempfile.mkstemp(dir=cache_dir, prefix=".partial-")[1])
-        try:
-            with default_storage.open(name, "rb") as stored, download.open("wb") as local:
-                shutil.copyfileobj(stored, local, length=1 << 20)
-            os.replace(download, cached)
-        finally:
-            download.unlink(missing_ok=True)
+        stored_file_copy(storage=default_storage, name=name, path=cached)
     return str(cached)
 
 
