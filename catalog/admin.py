@@ -264,9 +264,11 @@ class ReviewQueueAdmin(ConfidenceColumn, admin.ModelAdmin):
     list_filter = ("suggested_category",)
     actions = ["accept_suggestions"]
     change_list_template = "vitrine/review_queue_change_list.html"
+    # The admin's ordering comes before the queryset's: without it the model's own (newest first) would win.
+    ordering = ("confidence", "status_changed_at", "pk")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Product]:
-        return products_needing_review().order_by("confidence", "status_changed_at", "pk")
+        return products_needing_review()
 
     def get_list_display(self, request: HttpRequest) -> tuple:
         columns = ("thumbnail", "product", "suggestion", "confidence_percent", "reason")

@@ -8,13 +8,15 @@ import logging
 import pathlib
 from dataclasses import dataclass
 
+import numpy as np
 from django.conf import settings
-from django.db.models import Count, F, Q
+from django.db.models import Count, F, Q, QuerySet
 from django.utils.translation import gettext
 
 from catalog.models import Category, Product
 from catalog.selectors import products_needing_review
 from classifier.artifacts import model_version_artifact_dir, model_version_report_file
+from classifier.ml.active import CANDIDATES, label_next_order, margin_uncertainty
 from classifier.ml.formats import (
     ARTIFACT_IMAGES,
     BUILTIN_DATASETS,
@@ -22,7 +24,8 @@ from classifier.ml.formats import (
     METADATA_FILE,
     REPORT_JSON,
 )
-from classifier.models import BulkJob, ModelActivation, ModelVersion, TrainingRun
+from classifier.models import BulkJob, ModelActivation, ModelVersion, Prediction, TrainingRun
+from classifier.services.similarity import embedding_vector
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +33,8 @@ logger = logging.getLogger(__name__)
 SERVABLE_SUFFIXES = (".png", ".json", ".txt")
 RUN_IN_PROGRESS = (TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING)
 JOB_IN_PROGRESS = (BulkJob.Status.QUEUED, BulkJob.Status.RUNNING)
+# The review queue's "most useful first" order keeps this many first places (two pages) apart by likeness.
+LABEL_NEXT_DIVERSE = 100
 
 
 def model_version_active() -> ModelVersion | None:
@@ -206,3 +211,49 @@ def dashboard_figures() -> dict:
         "bulk_job": BulkJob.objects.filter(status__in=JOB_IN_PROGRESS).first(),
         "review_count": products_needing_review().count(),
     }
+
+
+def review_queue_label_next(*, products: QuerySet[Product]) -> list[int]:
+    """Ids of the most useful of `products` to label, most useful first (classifier.ml.active): the
+    CANDIDATES least decided by their latest prediction's two best categories, the first LABEL_NEXT_DIVERSE of
+    them also kept apart from each other by their photos' embeddings. Products beyond these are not listed."""
+    rows = list(products.values_list("pk", "confidence"))
+    if not rows:
+        return []
+    ids = [pk for pk, _ in rows]
+    tops = dict(
+        Prediction.objects.filter(
+            product_id__in=ids,
+            model_version_id=F("product__model_version_id"),
+            image_sha256=F("product__image_sha256"),
+        ).values_list("product_id", "top")
+    )
+    best_two = np.zeros((len(rows), 2))
+    for index, (pk, confidence) in enumerate(rows):
+        top = [score for _, score in tops.get(pk) or []][:2]
+        best_two[index, : len(top)] = top
+        if not top:
+            best_two[index, 0] = confidence or 0.0
+    uncertainty = margin_uncertainty(best_two)
+    candidates = [ids[index] for index in label_next_order(uncertainty, window=0)[:CANDIDATES]]
+    embeddings = dict(
+        Prediction.objects.filter(
+            product_id__in=candidates,
+            model_version_id=F("product__model_version_id"),
+            image_sha256=F("product__image_sha256"),
+            embedding__isnull=False,
+        ).values_list("product_id", "embedding")
+    )
+    position = {pk: index for index, pk in enumerate(ids)}
+    vectors = [embedding_vector(embeddings[pk]) if pk in embeddings else None for pk in candidates]
+    size = max((len(vector) for vector in vectors if vector is not None), default=0)
+    matrix = np.zeros((len(candidates), size), dtype=np.float32)
+    for index, vector in enumerate(vectors):
+        if vector is not None and len(vector) == size:
+            matrix[index] = vector
+    order = label_next_order(
+        uncertainty[[position[pk] for pk in candidates]],
+        matrix if size else None,
+        window=LABEL_NEXT_DIVERSE,
+    )
+    return [candidates[index] for index in order]

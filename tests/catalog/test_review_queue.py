@@ -40,8 +40,9 @@ def messages_of(response) -> list[str]:
 def test_the_queue_lists_products_needing_review_least_sure_first_with_photo_suggestion_and_confidence(
     admin_client, unsure, make_product, record_prediction, category
 ):
-    fairly_sure = unsure("Linen shirt", confidence=0.83)
+    # The least sure is the oldest: the queue's order is by confidence, not by age.
     least_sure = unsure("Denim shirt", confidence=0.41)
+    fairly_sure = unsure("Linen shirt", confidence=0.83)
     record_prediction(make_product(name="Filed shirt"), suggested=category, confidence=0.99)
 
     page = admin_client.get(QUEUE_URL).content.decode()
