@@ -13,6 +13,7 @@ from catalog.services.products import product_create
 from classifier.ml.backbones.efficientnet_lite import backbone_available
 from classifier.ml.starter import read_starter_summary
 from classifier.models import ModelVersion
+from classifier.services.model_versions import model_version_threshold
 from tests.predictions import prediction_apply
 
 pytestmark = pytest.mark.django_db
@@ -43,6 +44,11 @@ def test_a_fresh_install_activates_the_starter_real_photo_model_and_its_categori
     assert sorted(Category.objects.values_list("slug", flat=True)) == sorted(
         ["dress", "hat", "longsleeve", "outwear", "pants", "shirt", "shoes", "shorts", "skirt", "t-shirt"]
     )
+    # Each category files at its own threshold where the out-of-fold photos could pick one.
+    own = {name: entry for name, entry in version.metrics["class_thresholds"].items() if entry["own"]}
+    assert len(own) >= 5
+    name, entry = next(iter(own.items()))
+    assert model_version_threshold(model_version=version, label=name) == entry["threshold"]
     assert f"Model version {version.name} is active" in output
     assert "top-1 on clothing-small/validation" in output and "CPU flags:" in output
     assert bootstrap() == f"Model version {version.name} is active; nothing to do.\n"

@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from classifier.ml.backbones.efficientnet_lite import backbone_available, weights_origin
 from classifier.ml.calibration import apply_temperature, expected_calibration_error, fit_calibration
-from classifier.ml.evaluate import TARGET_PRECISION, auto_filing_threshold
+from classifier.ml.evaluate import TARGET_PRECISION, auto_filing_threshold, class_thresholds
 from classifier.ml.formats import file_sha256
 from classifier.ml.ood import DEFAULT_DIMENSIONS, fit_ood
 from classifier.ml.preprocess import open_image, to_array
@@ -229,12 +229,18 @@ def _log_loss(probabilities: np.ndarray, labels: np.ndarray) -> float:
 
 
 def _filed(
-    probabilities: np.ndarray, labels: np.ndarray, *, threshold: float, familiar: np.ndarray | None = None
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    *,
+    threshold: float | np.ndarray,
+    familiar: np.ndarray | None = None,
 ) -> dict:
-    filed = probabilities.max(axis=1) >= threshold
+    """Coverage and precision of filing at `threshold`: one for all, or one per predicted class."""
+    predicted = probabilities.argmax(axis=1)
+    filed = probabilities.max(axis=1) >= np.broadcast_to(threshold, probabilities.shape[1:])[predicted]
     if familiar is not None:
         filed &= familiar
-    correct = probabilities.argmax(axis=1) == labels
+    correct = predicted == labels
     return {
         "coverage": float(filed.mean()),
         "precision": float(correct[filed].mean()) if filed.any() else 1.0,
@@ -330,6 +336,16 @@ def build_starter(
     cut = threshold["suggested_threshold"]
     without_ood = _filed(val_calibrated, y_val, threshold=cut)
     with_ood = _filed(val_calibrated, y_val, threshold=cut, familiar=val_familiar)
+    per_class = class_thresholds(
+        probabilities=oof_calibrated,
+        y=y_train,
+        class_names=data.class_names,
+        global_threshold=cut,
+        target_precision=TARGET_PRECISION,
+    )
+    cuts = np.array([per_class["class_thresholds"][name]["threshold"] for name in data.class_names])
+    per_class_without_ood = _filed(val_calibrated, y_val, threshold=cuts)
+    per_class_with_ood = _filed(val_calibrated, y_val, threshold=cuts, familiar=val_familiar)
 
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -394,12 +410,20 @@ def build_starter(
             "threshold_coverage_with_ood": with_ood["coverage"],
             "threshold_precision_with_ood": with_ood["precision"],
             "test_unfamiliar_share": float((~val_familiar).mean()),
+            # Picked on the out-of-fold predictions like the threshold; each category's coverage there.
+            "class_thresholds": per_class["class_thresholds"],
+            "class_threshold_coverage": per_class_without_ood["coverage"],
+            "class_threshold_precision": per_class_without_ood["precision"],
+            "class_threshold_coverage_with_ood": per_class_with_ood["coverage"],
+            "class_threshold_precision_with_ood": per_class_with_ood["precision"],
             "cross_validated": {
                 "accuracy": best["oof_accuracy"],
                 "threshold_coverage": oof_without["coverage"],
                 "threshold_precision": oof_without["precision"],
                 "threshold_coverage_with_ood": oof_with["coverage"],
                 "threshold_precision_with_ood": oof_with["precision"],
+                "class_threshold_coverage": per_class["class_threshold_coverage"],
+                "class_threshold_precision": per_class["class_threshold_precision"],
             },
         },
     }
