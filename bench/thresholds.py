@@ -88,15 +88,16 @@ def main() -> None:
 
     predicted = val.argmax(axis=1)
     correct = predicted == data.y_val
-    headers = ("own", "threshold", "val predicted", "filed one", "filed own", "precision own")
+    headers = ("own", "threshold", "val predicted", "filed one", "precision one", "filed own")
+    headers += ("precision own",)
     print(f"\n{'category':<12} " + " ".join(f"{header:>13}" for header in headers))
     for index, name in enumerate(names):
         mine = predicted == index
         at_one = mine & single[2]
         at_own = mine & per_class[2]
-        precision = f"{correct[at_own].mean():.1%}" if at_own.any() else "-"
         cells = ("yes" if picked[name]["own"] else "no", f"{cuts[index]:.3f}", int(mine.sum()))
-        cells += (int(at_one.sum()), int(at_own.sum()), precision)
+        for at in (at_one, at_own):
+            cells += (int(at.sum()), f"{correct[at].mean():.1%}" if at.any() else "-")
         print(f"{name:<12} " + " ".join(f"{cell:>13}" for cell in cells))
     gain = per_class[0] - single[0]
     print(
