@@ -364,8 +364,10 @@ def products_file_under_new_category(
     waiting = list(
         products_needing_review().select_for_update(of=("self",)).filter(pk__in=product_ids).order_by("pk")
     )
+    if not product_ids:
+        raise ReviewError(gettext("No photos were given for the new category; nothing was created."))
     gone = len(set(product_ids)) - len(waiting)
-    if not product_ids or gone:
+    if gone:
         raise ReviewError(
             ngettext(
                 "%(count)d of these photos no longer waits for review; nothing was created.",

@@ -165,6 +165,14 @@ def test_a_blank_or_taken_name_is_refused_and_the_form_keeps_what_was_typed(
 
 
 @pytest.mark.django_db
+def test_a_request_without_photos_creates_nothing(admin_client, scarves) -> None:
+    response = admin_client.post(NEW_CATEGORY_URL, {"photos": "", "name": "Scarves"}, follow=True)
+
+    assert "No photos were given for the new category; nothing was created." in response.content.decode()
+    assert not Category.objects.filter(name="Scarves").exists()
+
+
+@pytest.mark.django_db
 def test_photos_decided_meanwhile_create_nothing_and_say_so(admin_client, scarves) -> None:
     trousers = Category.objects.create(name="Trousers", slug="trousers")
     first = scarves[0]
