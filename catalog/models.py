@@ -86,7 +86,7 @@ class Product(models.Model):
     class ReviewReason(models.TextChoices):
         NONE = "", "—"
         LOW_CONFIDENCE = "low_confidence", _("The model is not sure enough")
-        UNFAMILIAR = "unfamiliar", _("Unlike the photos this model was trained on")
+        UNFAMILIAR = "unfamiliar", _("Not one of your categories")
         NOT_VALIDATED = "not_validated", _("The model was never validated on product photos")
         RETIRED_CATEGORY = "retired_category", _("The suggested category is retired")
 

@@ -17,6 +17,7 @@ from catalog.models import Category, Product
 from catalog.selectors import products_needing_review
 from classifier.artifacts import model_version_artifact_dir, model_version_report_file
 from classifier.ml.active import CANDIDATES, label_next_order, margin_uncertainty
+from classifier.ml.clusters import alike_groups
 from classifier.ml.formats import (
     ARTIFACT_IMAGES,
     BUILTIN_DATASETS,
@@ -35,6 +36,9 @@ RUN_IN_PROGRESS = (TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING)
 JOB_IN_PROGRESS = (BulkJob.Status.QUEUED, BulkJob.Status.RUNNING)
 # The review queue's "most useful first" order keeps this many first places (two pages) apart by likeness.
 LABEL_NEXT_DIVERSE = 100
+# "New categories to consider" groups at most this many unfamiliar photos waiting, the newest (bounds the work
+# of classifier.ml.clusters, quadratic in memory, per queue page).
+PROPOSE_MAX_PHOTOS = 500
 
 
 def model_version_active() -> ModelVersion | None:
@@ -257,3 +261,33 @@ def review_queue_label_next(*, products: QuerySet[Product]) -> list[int]:
         window=LABEL_NEXT_DIVERSE,
     )
     return [candidates[index] for index in order]
+
+
+def review_queue_new_categories(*, similarity: float, min_photos: int) -> list[list[Product]]:
+    """Groups of photos waiting for review as "not one of your categories" that look alike (classifier.ml.
+    clusters on their latest prediction's embeddings, compared within one model version): each a category
+    the shop may not have yet. Largest group first; each group's products oldest first."""
+    waiting = list(
+        products_needing_review()
+        .filter(review_reason=Product.ReviewReason.UNFAMILIAR)
+        .order_by("-status_changed_at", "-pk")[:PROPOSE_MAX_PHOTOS]
+    )
+    embeddings = dict(
+        Prediction.objects.filter(
+            product_id__in=[product.pk for product in waiting],
+            model_version_id=F("product__model_version_id"),
+            image_sha256=F("product__image_sha256"),
+            embedding__isnull=False,
+        ).values_list("product_id", "embedding")
+    )
+    by_version: dict[int, list[Product]] = {}
+    for product in reversed(waiting):
+        if product.pk in embeddings:
+            by_version.setdefault(product.model_version_id, []).append(product)
+    groups = []
+    for products in by_version.values():
+        matrix = np.stack([embedding_vector(embeddings[product.pk]) for product in products])
+        for indices in alike_groups(matrix, similarity=similarity, min_size=min_photos):
+            groups.append([products[index] for index in indices])
+    groups.sort(key=lambda group: -len(group))
+    return groups

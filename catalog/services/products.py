@@ -15,7 +15,7 @@ from django.core.files import File
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.text import slugify
-from django.utils.translation import gettext, gettext_lazy
+from django.utils.translation import gettext, gettext_lazy, ngettext
 
 from catalog.models import Category, Product
 from catalog.photos import (
@@ -26,6 +26,7 @@ from catalog.photos import (
     photo_store,
     photo_upload_hashes,
 )
+from catalog.selectors import category_by_name, products_needing_review
 from catalog.services.classification import PREDICTION_FIELDS
 from catalog.services.duplicates import DUPLICATE_FIELDS, product_duplicate_check_hash
 from catalog.services.webhooks import product_events_record
@@ -336,6 +337,57 @@ def products_accept_suggestions(
         else:
             accepted += 1
     return accepted, problems
+
+
+@transaction.atomic
+def products_file_under_new_category(
+    *, name: str, product_ids: list[int], reviewed_by: AbstractBaseUser | None
+) -> tuple[Category, list[Product]]:
+    """Creates the category `name` and files the products under it as a person's review decision (from the
+    review queue's "new categories to consider"); the labels become training data like any review.
+
+    All or nothing: raises ReviewError, creating nothing, for a blank name, a name a category already has,
+    or a product that no longer waits for review (decided meanwhile, or deleted).
+    """
+    name = " ".join(name.split())
+    name_length = Category._meta.get_field("name").max_length
+    if not slugify(name):
+        raise ReviewError(gettext("Name the new category (letters or digits)."))
+    if len(name) > name_length:
+        raise ReviewError(
+            gettext("A category name has at most %(count)d characters.") % {"count": name_length}
+        )
+    if category_by_name(name=name) is not None:
+        raise ReviewError(
+            gettext("A category named %(name)s already exists; choose another name.") % {"name": name}
+        )
+    waiting = list(
+        products_needing_review().select_for_update(of=("self",)).filter(pk__in=product_ids).order_by("pk")
+    )
+    if not product_ids:
+        raise ReviewError(gettext("No photos were given for the new category; nothing was created."))
+    gone = len(set(product_ids)) - len(waiting)
+    if gone:
+        raise ReviewError(
+            ngettext(
+                "%(count)d of these photos no longer waits for review; nothing was created.",
+                "%(count)d of these photos no longer wait for review; nothing was created.",
+                gone,
+            )
+            % {"count": gone}
+        )
+    try:
+        with transaction.atomic():
+            category = Category.objects.create(name=name, slug=slugify(name))
+    except IntegrityError as error:
+        # Another person created it between the check above and now.
+        raise ReviewError(
+            gettext("A category named %(name)s already exists; choose another name.") % {"name": name}
+        ) from error
+    filed = [
+        product_file_under(product=product, category=category, reviewed_by=reviewed_by) for product in waiting
+    ]
+    return category, filed
 
 
 @dataclass(frozen=True)

@@ -282,6 +282,18 @@ VITRINE_DUPLICATE_SIMILARITY = bounded_number(
     high=1,
     kind=float,
 )
+# The review queue proposes a new category for photos of no known category ("unfamiliar") that look alike: at
+# least this many whose embeddings' mean pairwise cosine similarity is at least this (classifier.ml.clusters).
+VITRINE_PROPOSE_SIMILARITY = bounded_number(
+    "VITRINE_PROPOSE_SIMILARITY",
+    env("VITRINE_PROPOSE_SIMILARITY", default="0.65"),
+    low=0,
+    high=1,
+    kind=float,
+)
+VITRINE_PROPOSE_MIN_PHOTOS = bounded_number(
+    "VITRINE_PROPOSE_MIN_PHOTOS", env("VITRINE_PROPOSE_MIN_PHOTOS", default="3"), low=2, high=100
+)
 # "Retrain now" in the admin: the recipe a one-click run uses (the settings page can change it per run).
 # The pretrained EfficientNet-Lite2 at its input size (260 px); without its wheel, vitrine_cnn from scratch.
 VITRINE_RETRAIN_ARCH = env("VITRINE_RETRAIN_ARCH", default="effnet_lite2")

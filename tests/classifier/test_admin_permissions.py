@@ -123,6 +123,8 @@ VIEWS = {
     "catalog_product_classify_again": Row("catalog.change_product", EDITOR, "classify_again_one"),
     "catalog_reviewqueueitem_accept": Row("catalog.change_product", EDITOR, "accept_one"),
     "catalog_reviewqueueitem_set_category": Row("catalog.change_product", EDITOR, "set_category"),
+    # Creating a category and filing the photos under it: catalog.add_category with catalog.change_product.
+    "catalog_reviewqueueitem_new_category": Row("catalog.add_category", EDITOR, "new_category"),
     "catalog_productimport_upload": Row("catalog.add_product", EDITOR, "import_upload"),
     "catalog_productimport_start": Row("catalog.add_product", EDITOR, "import_start"),
     "catalog_productimport_cancel": Row("catalog.add_product", EDITOR, "import_cancel"),
@@ -284,6 +286,12 @@ def scenario(name: str, make_upload) -> tuple[Send, Effect]:
             ),
         }[name]
         return send, lambda _: Product.objects.get(pk=item.pk).category == filed_under
+    if name == "new_category":
+        items = [unsure_product(make_upload, suggested=shirt) for _ in range(3)]
+        photos = ",".join(str(item.pk) for item in items)
+        send = post("catalog_reviewqueueitem_new_category", photos=photos, name="Scarves")
+        filed = Product.objects.filter(pk__in=[item.pk for item in items], category__name="Scarves")
+        return send, lambda _: filed.count() == len(items)
     if name == "merge":
         send = action(
             "catalog.category", "merge_categories", [shirt.pk, trouser.pk], confirm_merge="1", into=shirt.pk

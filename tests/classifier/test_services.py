@@ -178,7 +178,7 @@ def test_a_confident_prediction_for_an_unfamiliar_photo_waits_for_review_with_th
 
     assert (applied.status, applied.category) == (Product.Status.NEEDS_REVIEW, None)
     assert applied.review_reason == Product.ReviewReason.UNFAMILIAR
-    assert applied.get_review_reason_display() == "Unlike the photos this model was trained on"
+    assert applied.get_review_reason_display() == "Not one of your categories"
     assert applied.unfamiliarity == 41.5
     kept = Prediction.objects.get(product=product)
     assert (kept.label, kept.confidence, kept.ood_score, kept.is_unfamiliar) == ("Shirt", 0.99, 41.5, True)
