@@ -151,6 +151,23 @@ def training_run_busy() -> TrainingRun | None:
     return TrainingRun.objects.filter(status__in=RUN_IN_PROGRESS).order_by("created_at").first()
 
 
+def training_run_last_seconds() -> dict[str, float | None]:
+    """How long the last successful run of each kind ("full", "quick") took in seconds (None: none yet)."""
+    succeeded = TrainingRun.objects.filter(
+        status=TrainingRun.Status.SUCCEEDED, started_at__isnull=False, finished_at__isnull=False
+    ).order_by("-finished_at", "-pk")
+    kinds = {
+        # Runs from before quick retrains have no kind: they were full ones.
+        "full": succeeded.filter(Q(params__kind="full") | ~Q(params__has_key="kind")),
+        "quick": succeeded.filter(params__kind="quick"),
+    }
+    seconds = {}
+    for kind, runs in kinds.items():
+        run = runs.first()
+        seconds[kind] = (run.finished_at - run.started_at).total_seconds() if run is not None else None
+    return seconds
+
+
 def base_dataset_choices() -> list[str]:
     """Photo folders under VITRINE_DATASETS_DIR a retrain can add to the shop's photos."""
     datasets_dir = pathlib.Path(settings.VITRINE_DATASETS_DIR)

@@ -24,6 +24,7 @@ from classifier.services.training import (
     training_recipe_default,
     training_run_cancel,
     training_run_create,
+    training_run_create_quick,
 )
 
 # Views that change data answer POST only; a link or a prefetch must not start anything.
@@ -142,6 +143,18 @@ class TrainingRunAdmin(WorkerWrittenAdmin):
     def retrain_view(self, request: HttpRequest) -> HttpResponse:
         self._may_train(request)
         defaults = training_recipe_default()
+        if request.method == "POST" and request.POST.get("kind") == "quick":
+            try:
+                run = training_run_create_quick(created_by=request.user)
+            except TrainingRunError as error:
+                self.message_user(request, str(error), messages.ERROR)
+                return HttpResponseRedirect(reverse("admin:classifier_trainingrun_changelist"))
+            self.message_user(
+                request,
+                gettext("Quick retrain %(run)s is queued.") % {"run": run.pk},
+                messages.SUCCESS,
+            )
+            return HttpResponseRedirect(reverse("admin:classifier_trainingrun_change", args=[run.pk]))
         if request.method == "POST":
             one_click = request.POST.get("use_defaults") == "1"
             form = RetrainForm(

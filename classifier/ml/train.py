@@ -17,13 +17,13 @@ import PIL
 import tensorflow as tf
 
 from classifier.ml.architectures import FALLBACK_ARCH, Recipe, build_model, recipe_for, with_mirror_average
-from classifier.ml.artifact import save_artifact
+from classifier.ml.artifact import Artifact, load_artifact, save_artifact
 from classifier.ml.backbones.efficientnet_lite import backbone_available, variant_spec
 from classifier.ml.datasets import Dataset
 from classifier.ml.evaluate import TARGET_PRECISION, evaluate
-from classifier.ml.formats import format_duration
+from classifier.ml.formats import ArtifactError, format_duration
 from classifier.ml.machine import cpu_has_bf16
-from classifier.ml.transfer import train_on_backbone
+from classifier.ml.transfer import train_head, train_on_backbone
 
 logger = logging.getLogger(__name__)
 
@@ -249,6 +249,7 @@ def train(
     progress: ProgressCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
     mixed_precision: bool | None = None,
+    features_dir: pathlib.Path | None = None,
 ) -> TrainResult:
     """Trains arch on dataset; writes the artifact (model, metadata, test-split evaluation) to out_dir.
 
@@ -256,10 +257,83 @@ def train(
     moved into place at the end, so a failed or cancelled run leaves nothing behind. An architecture with a
     pretrained backbone trains through classifier.ml.transfer; when its weights are not installed,
     FALLBACK_ARCH trains from scratch instead, and the log, every progress event ("note") and the metadata
-    say so. `mixed_precision` None decides from the hardware (mixed_precision_wanted).
+    say so. `mixed_precision` None decides from the hardware (mixed_precision_wanted). A backbone's frozen
+    activations are cached under features_dir (None: computed every time).
     """
+    return _train(
+        dataset=dataset,
+        arch=arch,
+        base=None,
+        epochs=epochs,
+        out_dir=out_dir,
+        seed=seed,
+        batch_size=batch_size,
+        progress=progress,
+        should_stop=should_stop,
+        mixed_precision=mixed_precision,
+        features_dir=features_dir,
+    )
+
+
+def train_quick(
+    *,
+    dataset: Dataset,
+    base_dir: pathlib.Path,
+    epochs: int | None,
+    out_dir: pathlib.Path,
+    seed: int = 0,
+    batch_size: int | None = None,
+    progress: ProgressCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    features_dir: pathlib.Path | None = None,
+) -> TrainResult:
+    """The quick retrain: the model of the artifact in base_dir with only its softmax layer trained again on
+    dataset (classifier.ml.transfer.train_head); written to out_dir like train()'s artifacts.
+
+    dataset must have the base model's photo shape; its categories may differ (the softmax then starts
+    afresh). epochs None means the base architecture's head epochs.
+    """
+    try:
+        base = load_artifact(base_dir)
+    except ArtifactError as error:
+        raise TrainingError(f"cannot start a quick retrain from {base_dir}: {error}") from None
+    expected = tuple(base.metadata["input_shape"])
+    if tuple(dataset.input_shape) != expected:
+        raise TrainingError(
+            f"{dataset.name}: photos of {'x'.join(map(str, dataset.input_shape))}, but the model to retrain "
+            f"takes {'x'.join(map(str, expected))}; load them at its size or run a full retrain"
+        )
+    return _train(
+        dataset=dataset,
+        arch=base.metadata["architecture"],
+        base=base,
+        epochs=epochs,
+        out_dir=out_dir,
+        seed=seed,
+        batch_size=batch_size,
+        progress=progress,
+        should_stop=should_stop,
+        mixed_precision=False,
+        features_dir=features_dir,
+    )
+
+
+def _train(
+    *,
+    dataset: Dataset,
+    arch: str,
+    base: Artifact | None,
+    epochs: int | None,
+    out_dir: pathlib.Path,
+    seed: int,
+    batch_size: int | None,
+    progress: ProgressCallback | None,
+    should_stop: Callable[[], bool] | None,
+    mixed_precision: bool | None,
+    features_dir: pathlib.Path | None,
+) -> TrainResult:
     requested_arch = arch
-    note = _missing_backbone_note(arch)
+    note = _missing_backbone_note(arch) if base is None else None
     if note is not None:
         logger.warning(note)
         arch = FALLBACK_ARCH
@@ -291,15 +365,33 @@ def train(
         keras.utils.set_random_seed(seed)
         if mixed_precision:
             keras.mixed_precision.set_global_policy("mixed_bfloat16")
-        model = build_model(arch, num_classes=dataset.num_classes, input_shape=dataset.input_shape)
         backbone_metadata = None
-        if recipe.backbone is not None:
+
+        def stop_requested() -> None:
+            if should_stop is not None and should_stop():
+                raise TrainingCancelled("training cancelled")
+
+        if base is not None:
+            model, transfer = train_head(
+                model=base.model,
+                recipe=recipe,
+                class_names=base.class_names,
+                backbone_metadata=base.metadata.get("backbone"),
+                dataset=dataset,
+                epochs=epochs,
+                batch_size=batch_size,
+                seed=seed,
+                features_dir=features_dir,
+                report=progress or (lambda event: None),
+                epoch_callbacks=lambda stage, first_epoch: [
+                    _ProgressAndCancel(epochs=epochs, stage=stage, progress=progress, should_stop=should_stop)
+                ],
+                stop_requested=stop_requested,
+            )
+            history, backbone_metadata = transfer.history, transfer.backbone
+        elif recipe.backbone is not None:
+            model = build_model(arch, num_classes=dataset.num_classes, input_shape=dataset.input_shape)
             total_epochs = epochs + recipe.backbone.fine_tune_epochs
-
-            def stop_requested() -> None:
-                if should_stop is not None and should_stop():
-                    raise TrainingCancelled("training cancelled")
-
             transfer = train_on_backbone(
                 model=model,
                 recipe=recipe,
@@ -307,6 +399,7 @@ def train(
                 epochs=epochs,
                 batch_size=batch_size,
                 seed=seed,
+                features_dir=features_dir,
                 report=progress or (lambda event: None),
                 epoch_callbacks=lambda stage, first_epoch: [
                     _ProgressAndCancel(
@@ -321,6 +414,7 @@ def train(
             )
             history, backbone_metadata = transfer.history, transfer.backbone
         else:
+            model = build_model(arch, num_classes=dataset.num_classes, input_shape=dataset.input_shape)
             history = _fit_from_scratch(
                 model=model,
                 recipe=recipe,
@@ -361,13 +455,18 @@ def train(
                 "preprocessing": {"style": dataset.style, "input_shape": input_shape},
                 "architecture": arch,
                 "requested_architecture": requested_arch,
+                # quick: only the softmax of the base model (its sha256) trained again; full: every stage.
+                "kind": "full" if base is None else "quick",
+                "base_model_sha256": None if base is None else base.metadata["model_sha256"],
                 "backbone": backbone_metadata,
                 "notes": [note] if note else [],
                 "params": int(model.count_params()),
                 "epochs": epochs,
                 "seed": seed,
                 "batch_size": batch_size,
-                "precision": "mixed_bfloat16" if mixed_precision else "float32",
+                "precision": base.metadata.get("precision", "float32")
+                if base is not None
+                else ("mixed_bfloat16" if mixed_precision else "float32"),
                 "data": {
                     "name": dataset.name,
                     "fingerprint": dataset.fingerprint,

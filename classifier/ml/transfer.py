@@ -1,17 +1,25 @@
 """Training on a pretrained backbone: activations once per photo, a head on them, then a short fine-tune.
 
 The backbone's layers up to the recipe's `fine_tune_after` never change, so their output for each photo and
-its mirror image is computed once, in batches, and kept in a cache keyed by the photo's content (so a second
-training in the same process, say after a few products were added, only computes the new photos). The head
-(dropout + softmax) learns on the pooled features in many cheap epochs; then the layers after the cache point
-and the head train together for a few epochs at a low learning rate, batch-norm statistics frozen. The model
-that comes out is the one Keras model train() was given, pixels in and probabilities out.
+its mirror image is computed once, in batches, and kept on disk (ActivationStore: one float16 file per photo
+content, in a folder named after the frozen layers' weights), so a retrain after a few corrections, in this
+process or a later one, computes only the new photos. The head (dropout + softmax) learns on the pooled
+features in many cheap epochs; then the layers after the cache point and the head train together for a few
+epochs at a low learning rate, batch-norm statistics frozen. The model that comes out is the one Keras model
+train() was given, pixels in and probabilities out.
+
+train_head() is the quick retrain: only the softmax layer of a trained model learns, on the features of the
+model as it is (through the same disk cache when it has a backbone), starting from its own softmax weights
+when the categories are the same.
 """
 
 import hashlib
+import logging
 import math
+import os
+import pathlib
 import time
-from collections import OrderedDict
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,59 +31,80 @@ from classifier.ml.architectures import Recipe
 from classifier.ml.backbones.efficientnet_lite import weights_origin
 from classifier.ml.datasets import Dataset
 
+logger = logging.getLogger(__name__)
+
 ACTIVATION_CHUNK = 32
-# Per process; 1 GiB holds the cached activations of about 7,500 photos and their mirror images (Lite2).
-ACTIVATION_CACHE_MAX_BYTES = 1 << 30
 # A progress event every few seconds while activations are computed, so people see the run is alive.
 FEATURE_EVENT_INTERVAL_S = 5.0
+# The layer whose input is what the head learns on: the backbone's pooled output, or the softmax's input.
+HEAD_DROPOUT = "head_dropout"
+CATEGORY = "category"
 
 # (stage, epochs done in earlier stages) -> the Keras callbacks for that stage's fit (progress, cancelling).
 EpochCallbacks = Callable[[str, int], list[keras.callbacks.Callback]]
 
 
-class ActivationCache:
-    """Activations by (architecture, weights, layer, input shape, photo content); oldest out first."""
+class ActivationStore:
+    """Activations on disk: <folder>/<photo content sha256>.npy, float16, one folder per frozen front.
 
-    def __init__(self, *, max_bytes: int) -> None:
-        self._max_bytes = max_bytes
-        self._bytes = 0
-        self._entries: OrderedDict[tuple, np.ndarray] = OrderedDict()
+    Writes go through a temporary file and os.replace, so a reader never sees half a file; a file that
+    cannot be read back (cut short, another shape) counts as missing and is computed again.
+    """
 
-    def get(self, key: tuple) -> np.ndarray | None:
-        value = self._entries.get(key)
-        if value is not None:
-            self._entries.move_to_end(key)
+    def __init__(self, folder: pathlib.Path, *, shape: tuple[int, ...]) -> None:
+        self.folder = pathlib.Path(folder)
+        self._shape = tuple(shape)
+
+    def get(self, digest: str) -> np.ndarray | None:
+        path = self.folder / f"{digest}.npy"
+        try:
+            value = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, EOFError) as error:
+            logger.warning("%s: unreadable cached activations, computing them again (%s)", path, error)
+            return None
+        if value.shape != self._shape or value.dtype != np.float16:
+            logger.warning("%s: cached activations of shape %s, computing them again", path, value.shape)
+            return None
         return value
 
-    def put(self, key: tuple, value: np.ndarray) -> None:
-        if key in self._entries:
-            return
-        self._entries[key] = value
-        self._bytes += value.nbytes
-        while self._bytes > self._max_bytes and self._entries:
-            _, dropped = self._entries.popitem(last=False)
-            self._bytes -= dropped.nbytes
-
-
-ACTIVATIONS = ActivationCache(max_bytes=ACTIVATION_CACHE_MAX_BYTES)
+    def put(self, digest: str, value: np.ndarray) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        partial = self.folder / f".{digest}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial"
+        try:
+            with partial.open("wb") as file:
+                np.save(file, value.astype(np.float16), allow_pickle=False)
+            os.replace(partial, self.folder / f"{digest}.npy")
+        finally:
+            partial.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
 class TransferResult:
     history: dict[str, list[float]]  # head epochs, then fine-tune epochs
-    backbone: dict  # origin of the weights and what was trained, for the artifact's metadata
+    backbone: dict | None  # origin of the weights and what was trained, for the artifact's metadata
 
 
 def photo_digest(pixels: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(pixels).data).hexdigest()
 
 
+def weights_digest(model: keras.Model) -> str:
+    """sha256 of every weight of the model: another backbone, or the same one changed, gives another."""
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
+    return digest.hexdigest()
+
+
 def _mirror(pixels: np.ndarray) -> np.ndarray:
     return pixels[:, :, ::-1]
 
 
-class _ActivationReader:
-    """The frozen front of the backbone, one compiled call per chunk of photos, through ACTIVATIONS."""
+class ActivationReader:
+    """The frozen front of the backbone (up to `cut`), one compiled call per chunk of photos, through the
+    disk cache under features_dir (None: no cache, every photo computed)."""
 
     def __init__(
         self,
@@ -83,7 +112,7 @@ class _ActivationReader:
         model: keras.Model,
         backbone: keras.Model,
         cut: str,
-        backbone_key: tuple,
+        features_dir: pathlib.Path | None,
         report: Callable[[dict], None],
         stop_requested: Callable[[], None],
     ) -> None:
@@ -99,46 +128,58 @@ class _ActivationReader:
         self._activations = tf.function(
             activations, input_signature=[tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)]
         )
-        self._key = backbone_key
         self._shape = tuple(front.output.shape[1:])
+        # What the cached values depend on: the backbone, where it is cut, the photos' shape, the weights.
+        side = "x".join(str(value) for value in model.input_shape[1:])
+        self.key = f"{backbone.name}-{cut}-{side}-{weights_digest(front)[:16]}"
+        self._store = (
+            ActivationStore(pathlib.Path(features_dir) / self.key, shape=self._shape)
+            if features_dir is not None
+            else None
+        )
         self._report = report
         self._stop_requested = stop_requested
         self.computed = 0  # activations this reader had to compute (the rest came from the cache)
 
     def read(self, views: list[np.ndarray]) -> np.ndarray:
         """float16 activations of the photos of all views, in order, computing only what the cache lacks."""
-        keys = [[(*self._key, photo_digest(photo)) for photo in photos] for photos in views]
-        found = {key: ACTIVATIONS.get(key) for view_keys in keys for key in view_keys}
-        missing = [
-            (v, i)
-            for v, view_keys in enumerate(keys)
-            for i, key in enumerate(view_keys)
-            if found[key] is None
-        ]
+        digests = [[photo_digest(photo) for photo in photos] for photos in views]
+        found: dict[str, np.ndarray | None] = {}
+        for view_digests in digests:
+            for digest in view_digests:
+                if digest not in found:
+                    found[digest] = self._store.get(digest) if self._store is not None else None
+        missing: dict[str, tuple[int, int]] = {}
+        for v, view_digests in enumerate(digests):
+            for i, digest in enumerate(view_digests):
+                if found[digest] is None and digest not in missing:
+                    missing[digest] = (v, i)
+        todo = list(missing.items())
         started = last_event = time.monotonic()
-        for start in range(0, len(missing), ACTIVATION_CHUNK):
+        for start in range(0, len(todo), ACTIVATION_CHUNK):
             self._stop_requested()
-            chunk = missing[start : start + ACTIVATION_CHUNK]
-            pixels = np.stack([views[v][i] for v, i in chunk]).astype(np.float32)
-            for (v, i), value in zip(chunk, np.asarray(self._activations(pixels)), strict=True):
-                found[keys[v][i]] = value.astype(np.float16)
-                ACTIVATIONS.put(keys[v][i], found[keys[v][i]])
+            chunk = todo[start : start + ACTIVATION_CHUNK]
+            pixels = np.stack([views[v][i] for _, (v, i) in chunk]).astype(np.float32)
+            for (digest, _), value in zip(chunk, np.asarray(self._activations(pixels)), strict=True):
+                found[digest] = value.astype(np.float16)
+                if self._store is not None:
+                    self._store.put(digest, found[digest])
             self.computed += len(chunk)
             now = time.monotonic()
             done = start + len(chunk)
-            if now - last_event >= FEATURE_EVENT_INTERVAL_S or done == len(missing):
+            if now - last_event >= FEATURE_EVENT_INTERVAL_S or done == len(todo):
                 last_event = now
                 elapsed = now - started
                 self._report(
                     {
                         "stage": "features",
                         "photos": done,
-                        "of": len(missing),
+                        "of": len(todo),
                         "elapsed_s": elapsed,
-                        "eta_s": elapsed / done * (len(missing) - done),
+                        "eta_s": elapsed / done * (len(todo) - done),
                     }
                 )
-        ordered = [found[key] for view_keys in keys for key in view_keys]
+        ordered = [found[digest] for view_digests in digests for digest in view_digests]
         return np.stack(ordered) if ordered else np.zeros((0, *self._shape), dtype=np.float16)
 
 
@@ -196,6 +237,7 @@ def train_on_backbone(
     epochs: int,
     batch_size: int,
     seed: int,
+    features_dir: pathlib.Path | None,
     report: Callable[[dict], None],
     epoch_callbacks: EpochCallbacks,
     stop_requested: Callable[[], None],
@@ -203,17 +245,18 @@ def train_on_backbone(
     """Trains model (built by a recipe with a backbone) in place: head on cached features, then fine-tune.
 
     epochs and batch_size are the head's; the fine-tune takes the recipe's epochs and learning rate.
-    stop_requested() raises to cancel; report() receives the feature stage's progress events.
+    Activations are cached under features_dir (None: not cached). stop_requested() raises to cancel;
+    report() receives the feature stage's progress events.
     """
     settings = recipe.backbone
     origin = weights_origin(settings.variant)
     backbone = model.get_layer(f"efficientnet_{settings.variant}")
     cut = settings.fine_tune_after
-    reader = _ActivationReader(
+    reader = ActivationReader(
         model=model,
         backbone=backbone,
         cut=cut,
-        backbone_key=(model.name, origin.sha256, cut, tuple(model.input_shape[1:])),
+        features_dir=features_dir,
         report=report,
         stop_requested=stop_requested,
     )
@@ -278,6 +321,105 @@ def train_on_backbone(
             "fine_tuned_after": cut if settings.fine_tune_epochs else None,
             "fine_tune_epochs": settings.fine_tune_epochs,
             "activations_computed": reader.computed,
+            "activations_key": reader.key,
             "feature_seconds": round(feature_seconds, 1),
         },
     )
+
+
+def _unwrapped(model: keras.Model) -> keras.Model:
+    """The trained model inside with_mirror_average()'s wrapper, or the model itself."""
+    inner = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    if any(layer.name == "category_mirror_average" for layer in model.layers) and len(inner) == 1:
+        return inner[0]
+    return model
+
+
+def train_head(
+    *,
+    model: keras.Model,
+    recipe: Recipe,
+    class_names: list[str],
+    backbone_metadata: dict | None,
+    dataset: Dataset,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    features_dir: pathlib.Path | None,
+    report: Callable[[dict], None],
+    epoch_callbacks: EpochCallbacks,
+    stop_requested: Callable[[], None],
+) -> tuple[keras.Model, TransferResult]:
+    """The quick retrain: a trained model (as loaded from its artifact) with only its softmax layer trained
+    again on dataset, everything before it unchanged; returns the new model (unwrapped from any mirror
+    average) and its history.
+
+    The softmax starts from the model's own weights when dataset has the same categories in the same order
+    (class_names), else from scratch. A model with a backbone reads its frozen front's activations through
+    the disk cache under features_dir, then runs its own (possibly fine-tuned) blocks after the cut.
+    """
+    model = _unwrapped(model)
+    names = {layer.name for layer in model.layers}
+    dropout = model.get_layer(HEAD_DROPOUT) if HEAD_DROPOUT in names else None
+    category = model.get_layer(CATEGORY)
+    keep_softmax = list(dataset.class_names) == list(class_names)
+    features_started = time.monotonic()
+    train_views = np.concatenate([dataset.x_train, _mirror(dataset.x_train)])
+    if recipe.backbone is not None:
+        backbone = model.get_layer(f"efficientnet_{recipe.backbone.variant}")
+        cut = recipe.backbone.fine_tune_after
+        reader = ActivationReader(
+            model=model,
+            backbone=backbone,
+            cut=cut,
+            features_dir=features_dir,
+            report=report,
+            stop_requested=stop_requested,
+        )
+        views = reader.read([dataset.x_train, _mirror(dataset.x_train), dataset.x_val])
+        tail = keras.Model(backbone.get_layer(cut).output, backbone.output)
+        x_train = _pooled_features(tail, views[: len(train_views)])
+        x_val = _pooled_features(tail, views[len(train_views) :])
+        backbone_metadata = {
+            **(backbone_metadata or {}),
+            "activations_computed": reader.computed,
+            "activations_key": reader.key,
+        }
+    else:
+        body = keras.Model(model.input, (dropout or category).input)
+        x_train, x_val = _pooled_features(body, train_views), _pooled_features(body, dataset.x_val)
+    feature_seconds = time.monotonic() - features_started
+    y_train = np.concatenate([dataset.y_train, dataset.y_train])
+
+    softmax = (
+        category
+        if keep_softmax
+        else keras.layers.Dense(dataset.num_classes, activation="softmax", dtype="float32", name=CATEGORY)
+    )
+    features = keras.Input(shape=x_train.shape[1:], name="model_features")
+    head = keras.Model(features, softmax(dropout(features) if dropout is not None else features), name="head")
+    _compile(
+        head, optimizer=recipe.make_optimizer(math.ceil(len(x_train) / batch_size) * epochs), recipe=recipe
+    )
+
+    def batches(x: np.ndarray, y: np.ndarray, seed: int | None) -> _CachedBatches | None:
+        if len(x) == 0:
+            return None
+        return _CachedBatches(x, y, batch_size=batch_size, num_classes=dataset.num_classes, seed=seed)
+
+    history = head.fit(
+        batches(x_train, y_train, seed),
+        validation_data=batches(x_val, dataset.y_val, None),
+        epochs=epochs,
+        shuffle=False,  # the batches shuffle themselves, seeded
+        verbose=0,
+        callbacks=epoch_callbacks("head", 0),
+    ).history
+    if not keep_softmax:
+        # The same layers (so the same weights) with the new softmax in the old one's place.
+        model = keras.models.clone_model(
+            model, clone_function=lambda layer: softmax if layer.name == CATEGORY else layer
+        )
+    if backbone_metadata is not None:
+        backbone_metadata = {**backbone_metadata, "feature_seconds": round(feature_seconds, 1)}
+    return model, TransferResult(history=history, backbone=backbone_metadata)

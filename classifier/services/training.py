@@ -24,7 +24,7 @@ from catalog.selectors import category_by_name, category_merged_target, products
 from classifier.artifacts import stored_file_copy
 from classifier.ml.formats import ARCHITECTURE_EPOCHS
 from classifier.models import TrainingRun
-from classifier.selectors import base_dataset_choices, training_run_busy
+from classifier.selectors import base_dataset_choices, model_version_active, training_run_busy
 from classifier.services.dispatch import TRAIN_MODEL
 from classifier.services.model_versions import model_version_register
 from classifier.validators import threshold_problem
@@ -33,7 +33,11 @@ logger = logging.getLogger(__name__)
 
 # With object storage, reviewed photos are copied here (under VITRINE_MODELS_DIR) for training.
 PHOTO_CACHE_FOLDER = "photos"
-RECIPE_KEYS = ("architecture", "epochs", "image_size", "base_dataset")
+# A pretrained backbone's frozen activations, one file per photo (under VITRINE_MODELS_DIR).
+FEATURES_FOLDER = "features"
+RECIPE_KEYS = ("architecture", "epochs", "image_size", "base_dataset", "base_version")
+# full: every stage of the architecture's recipe; quick: only the active version's softmax layer, retrained.
+KINDS = ("full", "quick")
 
 
 class TrainingRunError(ValueError):
@@ -50,6 +54,22 @@ def training_recipe_default() -> dict:
     }
 
 
+def _checked_epochs(*, architecture: str, epochs: int | None) -> int:
+    epochs = ARCHITECTURE_EPOCHS[architecture] if epochs is None else int(epochs)
+    if not 1 <= epochs <= 10_000:
+        raise TrainingRunError(
+            gettext("epochs must be between 1 and 10000, not %(epochs)s") % {"epochs": epochs}
+        )
+    return epochs
+
+
+def _checked_base_dataset(base_dataset: str) -> str:
+    if base_dataset and base_dataset not in base_dataset_choices():
+        message = gettext("no photo folder named %(name)r in %(folder)s")
+        raise TrainingRunError(message % {"name": base_dataset, "folder": settings.VITRINE_DATASETS_DIR})
+    return base_dataset
+
+
 def training_run_create(
     *,
     architecture: str,
@@ -58,7 +78,7 @@ def training_run_create(
     base_dataset: str = "",
     created_by: AbstractBaseUser | None = None,
 ) -> TrainingRun:
-    """Records a queued run and sends it to the training queue after commit.
+    """Records a queued full run and sends it to the training queue after commit.
 
     Refused (TrainingRunError) while another run is queued or running, or for settings it cannot train with.
     `epochs` None means the architecture's own number of epochs.
@@ -68,17 +88,56 @@ def training_run_create(
             gettext("unknown architecture %(architecture)r; choose one of: %(choices)s")
             % {"architecture": architecture, "choices": ", ".join(ARCHITECTURE_EPOCHS)}
         )
-    epochs = ARCHITECTURE_EPOCHS[architecture] if epochs is None else int(epochs)
-    if not 1 <= epochs <= 10_000:
-        raise TrainingRunError(
-            gettext("epochs must be between 1 and 10000, not %(epochs)s") % {"epochs": epochs}
-        )
+    epochs = _checked_epochs(architecture=architecture, epochs=epochs)
     if not 8 <= int(image_size) <= 1024:
         message = gettext("image size must be between 8 and 1024 pixels, not %(size)s")
         raise TrainingRunError(message % {"size": image_size})
-    if base_dataset and base_dataset not in base_dataset_choices():
-        message = gettext("no photo folder named %(name)r in %(folder)s")
-        raise TrainingRunError(message % {"name": base_dataset, "folder": settings.VITRINE_DATASETS_DIR})
+    params = {
+        "kind": "full",
+        "architecture": architecture,
+        "epochs": epochs,
+        "image_size": int(image_size),
+        "base_dataset": _checked_base_dataset(base_dataset),
+    }
+    return _training_run_queue(params=params, created_by=created_by)
+
+
+def training_run_create_quick(
+    *, epochs: int | None = None, created_by: AbstractBaseUser | None = None
+) -> TrainingRun:
+    """Records a queued quick run: the active version's softmax layer trained again on the reviewed photos
+    (its other layers, photo size and architecture kept). Refused (TrainingRunError) without an active
+    version trained here, or while another run is queued or running. `epochs` None: the retrain recipe's
+    epochs (VITRINE_RETRAIN_EPOCHS), else the architecture's own."""
+    active = model_version_active()
+    if active is None:
+        raise TrainingRunError(
+            gettext(
+                "a quick retrain starts from the active model version, and none is active; "
+                "run a full retrain or activate a version first"
+            )
+        )
+    if active.architecture not in ARCHITECTURE_EPOCHS:
+        raise TrainingRunError(
+            gettext(
+                "the active version %(version)s (%(architecture)s) was not trained here, so a quick retrain "
+                "cannot start from it; run a full retrain first"
+            )
+            % {"version": active.name, "architecture": active.architecture}
+        )
+    if epochs is None:
+        epochs = settings.VITRINE_RETRAIN_EPOCHS
+    params = {
+        "kind": "quick",
+        "architecture": active.architecture,
+        "epochs": _checked_epochs(architecture=active.architecture, epochs=epochs),
+        "base_dataset": _checked_base_dataset(settings.VITRINE_RETRAIN_BASE_DATASET),
+        "base_version": active.pk,
+    }
+    return _training_run_queue(params=params, created_by=created_by)
+
+
+def _training_run_queue(*, params: dict, created_by: AbstractBaseUser | None) -> TrainingRun:
     training_runs_sweep()
     with transaction.atomic():
         busy = training_run_busy()
@@ -91,13 +150,8 @@ def training_run_create(
                 % {"run": busy.pk, "status": busy.get_status_display().lower()}
             )
         run = TrainingRun.objects.create(
-            params={
-                "architecture": architecture,
-                "epochs": epochs,
-                "image_size": int(image_size),
-                "base_dataset": base_dataset,
-            },
-            progress={"epoch": 0, "epochs": epochs},
+            params=params,
+            progress={"epoch": 0, "epochs": params["epochs"]},
             created_by=created_by,
         )
         transaction.on_commit(partial(training_run_enqueue, run_id=run.pk), robust=True)
@@ -261,7 +315,8 @@ def _last_successful_run(*, exclude_id: int) -> TrainingRun | None:
 
 
 def _recipe(params: dict) -> dict:
-    return {key: params.get(key) or None for key in RECIPE_KEYS}
+    # Runs from before quick retrains were full ones.
+    return {key: params.get(key) or None for key in RECIPE_KEYS} | {"kind": params.get("kind", "full")}
 
 
 def _trained_on_words(training_set: TrainingSet, *, skipped: int) -> str:
@@ -301,10 +356,16 @@ def training_run_skip_if_unchanged(*, run: TrainingRun, training_set: TrainingSe
     )
 
 
+def training_features_dir() -> pathlib.Path:
+    """Where training caches a pretrained backbone's activations of each photo (kept between runs)."""
+    return pathlib.Path(settings.VITRINE_MODELS_DIR) / FEATURES_FOLDER
+
+
 def training_run_artifact_dir(*, run: TrainingRun) -> tuple[str, pathlib.Path]:
     """The name of the version the run makes and the new folder its artifact goes to."""
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
-    name = f"{run.params['architecture']}-run{run.pk}-{stamp}"
+    quick = "-quick" if run.params.get("kind") == "quick" else ""
+    name = f"{run.params['architecture']}{quick}-run{run.pk}-{stamp}"
     # The random part keeps two databases (say, two test sessions) from writing into one folder.
     return name, pathlib.Path(settings.VITRINE_MODELS_DIR) / f"{name}-{uuid.uuid4().hex[:6]}"
 

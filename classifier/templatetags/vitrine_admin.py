@@ -1,4 +1,5 @@
-"""The admin index's dashboard panel: {% load vitrine_admin %}{% vitrine_dashboard %}."""
+"""The admin index's dashboard panel: {% load vitrine_admin %}{% vitrine_dashboard %}; the retrain buttons'
+last measured times: {% retrain_last_times as times %}."""
 
 from datetime import timedelta
 
@@ -6,7 +7,8 @@ from django import template
 from django.utils import timezone
 
 from classifier.admin.display import report_headline
-from classifier.selectors import dashboard_figures
+from classifier.ml.formats import format_duration
+from classifier.selectors import dashboard_figures, training_run_last_seconds
 from classifier.services.drift import DriftDay, drift_days
 
 register = template.Library()
@@ -59,4 +61,14 @@ def vitrine_dashboard(context: template.Context) -> dict:
         "chart_height": CHART_HEIGHT,
         "perms": context.get("perms"),
         "request": context.get("request"),
+    }
+
+
+@register.simple_tag
+def retrain_last_times() -> dict[str, str]:
+    """How long the last successful full and quick retrain took, e.g. {"full": "21m05s"}; none yet: absent."""
+    return {
+        kind: format_duration(seconds)
+        for kind, seconds in training_run_last_seconds().items()
+        if seconds is not None
     }

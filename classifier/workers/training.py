@@ -4,16 +4,21 @@ The run's rows are written through classifier.services.training; this module onl
 """
 
 import logging
+import pathlib
 import time
 from functools import partial
 
 from django.conf import settings
 from django.utils import timezone
 
+from classifier.artifacts import ArtifactFetchError, model_version_fetch
 from classifier.ml.datasets import load_labelled_files
-from classifier.ml.train import TrainingCancelled, train
-from classifier.models import TrainingRun
+from classifier.ml.formats import read_metadata
+from classifier.ml.train import TrainingCancelled, TrainResult, train, train_quick
+from classifier.models import ModelVersion, TrainingRun
 from classifier.services.training import (
+    TrainingRunError,
+    training_features_dir,
     training_run_artifact_dir,
     training_run_claim,
     training_run_finish,
@@ -67,30 +72,55 @@ class _RunReporter:
         self._pending = None
 
 
+def _base_artifact_dir(run: TrainingRun) -> pathlib.Path:
+    """The artifact of the version a quick run starts from, on this machine."""
+    base = ModelVersion.objects.filter(pk=run.params.get("base_version")).first()
+    if base is None:
+        raise TrainingRunError(
+            f"the model version this quick retrain starts from (id {run.params.get('base_version')}) "
+            "was deleted; start a new quick or full retrain"
+        )
+    try:
+        return model_version_fetch(model_version=base)
+    except ArtifactFetchError as error:
+        raise TrainingRunError(str(error)) from None
+
+
 def _train(run: TrainingRun, reporter: _RunReporter) -> TrainingRun:
     training_set = training_set_collect(base_dataset=run.params.get("base_dataset") or "")
     skipped = training_run_skip_if_unchanged(run=run, training_set=training_set)
     if skipped is not None:
         return skipped
+    quick = run.params.get("kind") == "quick"
+    base_dir = _base_artifact_dir(run) if quick else None
+    # A quick run keeps the photo size of the model it starts from.
+    height, width = (
+        read_metadata(base_dir)["input_shape"][:2] if quick else [int(run.params["image_size"])] * 2
+    )
     warnings: list[str] = []
-    size = int(run.params["image_size"])
     dataset = load_labelled_files(
         training_set.files,
-        image_size=(size, size),
+        image_size=(height, width),
         seed=0,
         warn=warnings.append,
         name=f"catalog (run {run.pk})",
     )
     name, out_dir = training_run_artifact_dir(run=run)
-    result = train(
-        dataset=dataset,
-        arch=run.params["architecture"],
-        epochs=int(run.params["epochs"]),
-        out_dir=out_dir,
-        progress=reporter.progress,
-        should_stop=reporter.should_stop,
-        mixed_precision=settings.VITRINE_MIXED_PRECISION,
-    )
+    common = {
+        "dataset": dataset,
+        "epochs": int(run.params["epochs"]),
+        "out_dir": out_dir,
+        "progress": reporter.progress,
+        "should_stop": reporter.should_stop,
+        "features_dir": training_features_dir(),
+    }
+    result: TrainResult
+    if quick:
+        result = train_quick(base_dir=base_dir, **common)
+    else:
+        result = train(
+            arch=run.params["architecture"], mixed_precision=settings.VITRINE_MIXED_PRECISION, **common
+        )
     return training_run_succeed(
         run=run,
         name=name,

@@ -3,6 +3,7 @@ what a run does when it cannot train (the service runs in this process here; tes
 on a real worker). Also the start and sweep of bulk re-classification jobs."""
 
 import itertools
+import json
 import pathlib
 import re
 from datetime import timedelta
@@ -15,9 +16,11 @@ from django.utils import timezone
 
 from catalog.models import Category, Product
 from catalog.services.products import product_create
+from classifier.artifacts import model_version_artifact_dir
 from classifier.ml.datasets import DatasetError, load_labelled_files
 from classifier.models import BulkJob, ModelVersion, TrainingRun
 from classifier.services.bulk import BulkJobError, bulk_job_create, bulk_jobs_sweep
+from classifier.services.model_versions import model_version_activate
 from classifier.services.training import (
     training_runs_fail_orphaned,
     training_runs_sweep,
@@ -83,6 +86,7 @@ def test_retrain_now_queues_a_run_with_the_default_recipe_and_opens_its_page(
     assert response.status_code == 302 and response["Location"] == run_url(run)
     assert run.status == TrainingRun.Status.QUEUED and run.created_by == admin_user
     assert run.params == {
+        "kind": "full",
         "architecture": settings.VITRINE_RETRAIN_ARCH,
         "epochs": settings.VITRINE_RETRAIN_EPOCHS,
         "image_size": settings.VITRINE_RETRAIN_IMAGE_SIZE,
@@ -91,11 +95,65 @@ def test_retrain_now_queues_a_run_with_the_default_recipe_and_opens_its_page(
     assert [callback.keywords for callback in callbacks] == [{"run_id": run.pk}]
 
 
-def test_the_run_lists_offer_retrain_now(admin_client):
+def test_the_run_lists_offer_quick_and_full_retrain(admin_client):
     for url in ("/admin/classifier/trainingrun/", "/admin/classifier/modelversion/"):
         page = admin_client.get(url).content.decode()
-        assert 'id="retrain-now"' in page and ">Retrain now</button>" in page
+        assert 'id="retrain-now"' in page and ">Full retrain</button>" in page
+        assert 'id="retrain-quick"' in page and ">Quick retrain</button>" in page
         assert 'id="retrain-settings"' in page
+
+
+def test_quick_retrain_without_an_active_version_says_what_to_do_and_queues_nothing(admin_client):
+    response = admin_client.post(RETRAIN_URL, {"kind": "quick"}, follow=True)
+
+    assert messages_of(response) == [
+        "a quick retrain starts from the active model version, and none is active; "
+        "run a full retrain or activate a version first"
+    ]
+    assert not TrainingRun.objects.exists()
+
+
+def test_quick_retrain_refuses_an_active_version_not_trained_here(admin_client):
+    ModelVersion.objects.create(
+        name="imported", artifact_path="x", model_sha256="0" * 64, architecture="starter", is_active=True
+    )
+
+    response = admin_client.post(RETRAIN_URL, {"kind": "quick"}, follow=True)
+
+    assert "was not trained here, so a quick retrain cannot start from it" in messages_of(response)[0]
+    assert not TrainingRun.objects.exists()
+
+
+def test_quick_retrain_from_the_admin_makes_a_new_version_from_the_active_one_and_shows_its_time(
+    admin_client, reviewed, django_capture_on_commit_callbacks
+):
+    reviewed("Shirt", 3)
+    reviewed("Trouser", 3)
+    with django_capture_on_commit_callbacks():
+        admin_client.post(RETRAIN_URL, {"use_defaults": "1"})
+    full = training_run_execute(run_id=TrainingRun.objects.get().pk)
+    assert full.status == TrainingRun.Status.SUCCEEDED, full.error
+    model_version_activate(model_version=full.model_version)
+    reviewed("Trouser", 2)  # corrections since
+
+    with django_capture_on_commit_callbacks():
+        response = admin_client.post(RETRAIN_URL, {"kind": "quick"})
+    quick = TrainingRun.objects.exclude(pk=full.pk).get()
+    assert response.status_code == 302 and response["Location"] == run_url(quick)
+    assert quick.params["kind"] == "quick" and quick.params["base_version"] == full.model_version.pk
+    quick = training_run_execute(run_id=quick.pk)
+
+    assert quick.status == TrainingRun.Status.SUCCEEDED, quick.error
+    version = quick.model_version
+    assert version.name.startswith("seed_dense-quick-run") and not version.is_active
+    assert version.class_names == ["Shirt", "Trouser"]
+    assert "on 8 photos in 2 categories" in quick.message
+    metadata = json.loads((model_version_artifact_dir(model_version=version) / "metadata.json").read_text())
+    assert metadata["kind"] == "quick"
+    assert metadata["base_model_sha256"] == full.model_version.model_sha256
+    page = admin_client.get("/admin/classifier/trainingrun/").content.decode()
+    assert re.search(r"Quick retrain <span class=\"retrain-last-time\">\(last took \d+s\)</span>", page)
+    assert re.search(r"Full retrain <span class=\"retrain-last-time\">\(last took \d+s\)</span>", page)
 
 
 def test_the_settings_page_starts_a_run_with_the_settings_chosen(
@@ -121,6 +179,7 @@ def test_the_settings_page_starts_a_run_with_the_settings_chosen(
     assert '<option value="clothing-small">clothing-small</option>' in page
     assert 'id="start-training"' in page
     assert TrainingRun.objects.get().params == {
+        "kind": "full",
         "architecture": "seed_lenet",
         "epochs": 3,
         "image_size": 48,

@@ -13,6 +13,7 @@ from django.core.management import CommandError, call_command
 
 from catalog.models import Product
 from classifier.models import ModelVersion, TrainingRun
+from classifier.services.model_versions import model_version_activate
 from tests.classifier.ml.conftest import SHAPE_CLASSES, write_shape_photos
 from tests.e2e.support import (
     BrokerQueues,
@@ -68,7 +69,8 @@ def test_train_from_catalog_makes_an_inactive_version_then_skips_the_same_photos
     lines = stdout.splitlines()
     assert (
         lines[0]
-        == f"training run {run_row.pk} (architecture seed_dense, epochs 1, image_size 32), training here"
+        == f"training run {run_row.pk} (kind full, architecture seed_dense, epochs 1, image_size 32), "
+        "training here"
     )
     assert any(re.match(r"epoch 1/1  loss \d", line) for line in lines), stdout
     assert f"model version {version.name} (not active yet)" in lines
@@ -103,12 +105,35 @@ def test_train_from_catalog_with_one_category_fails_with_the_reason(tmp_path):
         (["--dataset=fashion-mnist", "--queue"], "--queue applies to --from-catalog only"),
         (["--from-catalog", "--arch=resnet"], "unknown architecture 'resnet'"),
         (["--from-catalog", "--base-dataset=no-such-folder"], "no photo folder named 'no-such-folder'"),
+        (["--quick", "--dataset=fashion-mnist"], "--quick retrains the active version on the catalog"),
+        (["--quick", "--arch=seed_lenet"], "--arch does not apply to --quick"),
+        (["--quick"], "a quick retrain starts from the active model version, and none is active"),
     ],
 )
 def test_train_refuses_mixed_or_bad_options_with_one_line(arguments, message):
     with pytest.raises(CommandError, match=f"^{re.escape(message)}"):
         run("train", *arguments)
     assert not TrainingRun.objects.exists()
+
+
+@pytest.mark.django_db
+def test_train_quick_retrains_the_active_versions_last_layer_into_a_new_version(tmp_path):
+    import_shapes(tmp_path / "shapes")
+    run("train", "--from-catalog")
+    active = model_version_activate(model_version=ModelVersion.objects.get())
+
+    stdout = run("train", "--quick")
+
+    quick = TrainingRun.objects.exclude(model_version=active).get()
+    assert quick.status == TrainingRun.Status.SUCCEEDED, quick.error
+    version = quick.model_version
+    assert stdout.splitlines()[0] == (
+        f"training run {quick.pk} (kind quick, architecture seed_dense, epochs 1, base_version {active.pk}), "
+        "training here"
+    )
+    assert f"model version {version.name} (not active yet)" in stdout.splitlines()
+    assert version.name.startswith("seed_dense-quick-run") and version.class_names == active.class_names
+    assert ModelVersion.objects.get(is_active=True) == active
 
 
 # Through the training queue, on a real worker process that shares the tests' database and photos.
@@ -151,7 +176,7 @@ def test_train_from_catalog_queue_is_trained_by_the_training_worker(
 
     run_row = TrainingRun.objects.get()
     assert stdout.strip() == (
-        f"training run {run_row.pk} queued (architecture seed_dense, epochs 1, image_size 32); "
+        f"training run {run_row.pk} queued (kind full, architecture seed_dense, epochs 1, image_size 32); "
         f"watch it at /admin/classifier/trainingrun/{run_row.pk}/change/"
     )
 

@@ -1,6 +1,7 @@
 """python manage.py train --dataset NAME_OR_DIR --arch ARCH --epochs N --out DIR
 python manage.py train --from-catalog [--arch A] [--epochs N] [--image-size S] [--base-dataset NAME]
-                       [--queue]"""
+                       [--queue]
+python manage.py train --quick [--epochs N] [--queue]   (only the active version's last layer learns)"""
 
 import os
 import pathlib
@@ -18,7 +19,12 @@ from classifier.ml.datasets import DatasetError, load_dataset
 from classifier.ml.serving import configure_tensorflow
 from classifier.ml.train import TrainingError, format_progress, train
 from classifier.models import TrainingRun
-from classifier.services.training import TrainingRunError, training_recipe_default, training_run_create
+from classifier.services.training import (
+    TrainingRunError,
+    training_recipe_default,
+    training_run_create,
+    training_run_create_quick,
+)
 from classifier.workers.periodic import Every
 from classifier.workers.training import training_run_execute
 
@@ -41,6 +47,12 @@ class Command(BaseCommand):
             "--from-catalog",
             action="store_true",
             help="train on the reviewed products as a training run; makes an inactive model version",
+        )
+        parser.add_argument(
+            "--quick",
+            action="store_true",
+            help="quick retrain on the reviewed products: only the active version's last layer learns again "
+            "(seconds to a minute); makes an inactive model version",
         )
         parser.add_argument(
             "--arch",
@@ -80,7 +92,9 @@ class Command(BaseCommand):
     def handle(self, *args: object, **options: object) -> None:
         if options["from_catalog"] and options["dataset"]:
             raise CommandError("--from-catalog and --dataset exclude each other: train on one or the other")
-        if options["from_catalog"]:
+        if options["quick"] and options["dataset"]:
+            raise CommandError("--quick retrains the active version on the catalog; it excludes --dataset")
+        if options["from_catalog"] or options["quick"]:
             self._train_from_catalog(options)
             return
         if not options["dataset"]:
@@ -146,14 +160,25 @@ class Command(BaseCommand):
                 raise CommandError(f"--{option.replace('_', '-')} applies to --dataset only")
         recipe = training_recipe_default()
         try:
-            run = training_run_create(
-                architecture=options["arch"] or recipe["architecture"],
-                epochs=options["epochs"] if options["epochs"] is not None else recipe["epochs"],
-                image_size=recipe["image_size"] if options["image_size"] is None else options["image_size"],
-                base_dataset=recipe["base_dataset"]
-                if options["base_dataset"] is None
-                else options["base_dataset"],
-            )
+            if options["quick"]:
+                for option in ("arch", "image_size", "base_dataset"):
+                    if options[option] is not None:
+                        raise CommandError(
+                            f"--{option.replace('_', '-')} does not apply to --quick: a quick retrain keeps "
+                            "the active version's architecture and photo size, and the recipe's base data set"
+                        )
+                run = training_run_create_quick(epochs=options["epochs"])
+            else:
+                run = training_run_create(
+                    architecture=options["arch"] or recipe["architecture"],
+                    epochs=options["epochs"] if options["epochs"] is not None else recipe["epochs"],
+                    image_size=recipe["image_size"]
+                    if options["image_size"] is None
+                    else options["image_size"],
+                    base_dataset=recipe["base_dataset"]
+                    if options["base_dataset"] is None
+                    else options["base_dataset"],
+                )
         except TrainingRunError as error:
             raise CommandError(str(error)) from None
         recipe_words = ", ".join(f"{key} {value}" for key, value in run.params.items() if value != "")

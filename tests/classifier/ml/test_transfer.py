@@ -3,15 +3,17 @@
 import dataclasses
 import pathlib
 
+import keras
 import numpy as np
 import pytest
 
-from classifier.ml.architectures import EFFNET_FINE_TUNE_AFTER, EFFNET_VARIANT, recipe_for
+from classifier.ml.architectures import EFFNET_FINE_TUNE_AFTER, EFFNET_VARIANT, build_model, recipe_for
 from classifier.ml.backbones import efficientnet_lite
 from classifier.ml.backbones.efficientnet_lite import pretrained_efficientnet_lite, weights_origin
 from classifier.ml.datasets import Dataset, load_dataset
 from classifier.ml.serving import Classifier
-from classifier.ml.train import TrainResult, train
+from classifier.ml.train import TrainingError, TrainResult, train, train_quick
+from classifier.ml.transfer import ActivationReader
 from tests.classifier.ml.conftest import SHAPE_CLASSES, write_shape_photos
 
 ARCH = "effnet_lite2"
@@ -28,7 +30,14 @@ def shapes(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
 
 
 @pytest.fixture(scope="module")
-def trained(shapes: Dataset, tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainResult, list[dict]]:
+def features_dir(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    return tmp_path_factory.mktemp("features")
+
+
+@pytest.fixture(scope="module")
+def trained(
+    shapes: Dataset, features_dir: pathlib.Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[TrainResult, list[dict]]:
     events: list[dict] = []
     result = train(
         dataset=shapes,
@@ -36,6 +45,7 @@ def trained(shapes: Dataset, tmp_path_factory: pytest.TempPathFactory) -> tuple[
         epochs=HEAD_EPOCHS,
         out_dir=tmp_path_factory.mktemp("artifacts") / "shapes",
         progress=events.append,
+        features_dir=features_dir,
     )
     return result, events
 
@@ -105,12 +115,126 @@ def test_fine_tune_changes_only_the_blocks_after_the_cache_point(trained: tuple)
     assert not all(same(name) for name in tuned)
 
 
-def test_training_again_on_the_same_photos_reuses_their_activations(
-    shapes: Dataset, trained: tuple, tmp_path: pathlib.Path
+def test_training_again_on_the_same_photos_reuses_their_activations_from_disk(
+    shapes: Dataset, trained: tuple, features_dir: pathlib.Path, tmp_path: pathlib.Path
 ) -> None:
-    again = train(dataset=shapes, arch=ARCH, epochs=1, out_dir=tmp_path / "again")
+    first = Classifier.load(trained[0].artifact_dir).metadata["backbone"]
+    cached = list((features_dir / first["activations_key"]).glob("*.npy"))
+
+    again = train(dataset=shapes, arch=ARCH, epochs=1, out_dir=tmp_path / "again", features_dir=features_dir)
+
+    assert first["activations_computed"] == len(cached) == 2 * len(shapes.x_train) + len(shapes.x_val)
     assert again.metrics["test_images"] == len(shapes.x_test)
     assert Classifier.load(again.artifact_dir).metadata["backbone"]["activations_computed"] == 0
+
+
+def _reader(model: keras.Model, features_dir: pathlib.Path) -> ActivationReader:
+    return ActivationReader(
+        model=model,
+        backbone=model.get_layer(f"efficientnet_{EFFNET_VARIANT}"),
+        cut=EFFNET_FINE_TUNE_AFTER,
+        features_dir=features_dir,
+        report=lambda event: None,
+        stop_requested=lambda: None,
+    )
+
+
+def test_a_changed_backbone_misses_the_cache_and_a_corrupt_file_is_computed_again(
+    shapes: Dataset, tmp_path: pathlib.Path
+) -> None:
+    model = build_model(ARCH, num_classes=3, input_shape=shapes.input_shape)
+    photos = shapes.x_train[:4]
+    first = _reader(model, tmp_path)
+    before = first.read([photos])
+    hit = _reader(model, tmp_path)
+    assert np.array_equal(hit.read([photos]), before) and hit.computed == 0
+
+    stored = sorted((tmp_path / first.key).glob("*.npy"))
+    stored[0].write_bytes(b"not an array")
+    repaired = _reader(model, tmp_path)
+    assert np.array_equal(repaired.read([photos]), before) and repaired.computed == 1
+
+    stem = next(layer for layer in model.get_layer(f"efficientnet_{EFFNET_VARIANT}").layers if layer.weights)
+    stem.set_weights([weight * 1.5 for weight in stem.get_weights()])
+    changed = _reader(model, tmp_path)
+    after = changed.read([photos])
+    assert changed.key != first.key
+    assert changed.computed == len(photos)
+    assert not np.allclose(after, before)
+
+
+def test_quick_retrain_trains_only_the_softmax_on_cached_activations(
+    shapes: Dataset, trained: tuple, features_dir: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    base = Classifier.load(trained[0].artifact_dir).model
+
+    quick = train_quick(
+        dataset=shapes,
+        base_dir=trained[0].artifact_dir,
+        epochs=2,
+        out_dir=tmp_path / "q",
+        features_dir=features_dir,
+    )
+
+    served = Classifier.load(quick.artifact_dir)
+    assert served.metadata["kind"] == "quick"
+    assert served.metadata["backbone"]["activations_computed"] == 0
+    assert (
+        served.metadata["base_model_sha256"]
+        == Classifier.load(trained[0].artifact_dir).metadata["model_sha256"]
+    )
+    old_backbone, new_backbone = (
+        model.get_layer(f"efficientnet_{EFFNET_VARIANT}").get_weights() for model in (base, served.model)
+    )
+    assert all(np.array_equal(old, new) for old, new in zip(old_backbone, new_backbone, strict=True))
+    old_softmax, new_softmax = (
+        model.get_layer("category").get_weights()[0] for model in (base, served.model)
+    )
+    assert not np.array_equal(old_softmax, new_softmax)
+    predictions = served.predict_arrays(shapes.x_train)
+    right = np.mean(
+        [p.label == SHAPE_CLASSES[label] for p, label in zip(predictions, shapes.y_train, strict=True)]
+    )
+    assert right >= 0.9
+
+
+def test_quick_retrain_on_other_categories_starts_a_new_softmax(
+    shapes: Dataset, trained: tuple, features_dir: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    root = tmp_path / "two shapes"
+    for index, shape in enumerate(SHAPE_CLASSES[:2]):
+        write_shape_photos(root / shape, shape=shape, count=10, seed=index)
+    two = load_dataset(str(root), image_size=(64, 64), val_fraction=0.2, test_fraction=0.2)
+    base = Classifier.load(trained[0].artifact_dir).model
+
+    quick = train_quick(
+        dataset=two,
+        base_dir=trained[0].artifact_dir,
+        epochs=2,
+        out_dir=tmp_path / "q",
+        features_dir=features_dir,
+    )
+
+    served = Classifier.load(quick.artifact_dir)
+    assert served.class_names == list(SHAPE_CLASSES[:2])
+    assert served.model.output_shape[-1] == 2
+    # The same photos as the full run's, split otherwise: only those its test split held are new.
+    computed = served.metadata["backbone"]["activations_computed"]
+    assert 0 < computed < len(two.x_train)
+    old_backbone, new_backbone = (
+        model.get_layer(f"efficientnet_{EFFNET_VARIANT}").get_weights() for model in (base, served.model)
+    )
+    assert all(np.array_equal(old, new) for old, new in zip(old_backbone, new_backbone, strict=True))
+
+
+def test_quick_retrain_refuses_photos_of_another_size(trained: tuple, tmp_path: pathlib.Path) -> None:
+    for index, shape in enumerate(SHAPE_CLASSES):
+        write_shape_photos(tmp_path / "photos" / shape, shape=shape, count=4, seed=index)
+    small = load_dataset(str(tmp_path / "photos"), image_size=(48, 48), val_fraction=0.25, test_fraction=0.25)
+
+    with pytest.raises(TrainingError, match="photos of 48x48x3, but the model to retrain takes 64x64x3"):
+        train_quick(dataset=small, base_dir=trained[0].artifact_dir, epochs=1, out_dir=tmp_path / "q")
+    assert not (tmp_path / "q").exists()
 
 
 def test_without_the_weights_package_it_trains_from_scratch_and_says_so(

@@ -1,0 +1,103 @@
+"""Retraining times on clothing-small: full with a cold feature cache, full with a warm one, and quick after
+new photos (the README's "Measured figures").
+
+    python bench/retrain.py                  # all three, about half an hour on 2 cores
+    python bench/retrain.py --quick-only     # one full run to start from (cold cache), then the quick one
+
+The full runs train on the training photos less the last --new ones; the quick run starts from the warm full
+run's model and adds them, as after a few corrections in the review queue. Each line names the validation
+(clothing-small/validation) and held-out test (carved from train) accuracy. Runs without Django; the cache
+and the models go to a temporary directory, removed afterwards.
+"""
+
+import argparse
+import dataclasses
+import os
+import pathlib
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+from bench.common import datasets_dir  # noqa: E402
+from classifier.ml.architectures import recipe_for  # noqa: E402
+from classifier.ml.artifact import read_metadata  # noqa: E402
+from classifier.ml.datasets import Dataset, DatasetError, load_dataset  # noqa: E402
+from classifier.ml.machine import machine_line  # noqa: E402
+from classifier.ml.serving import configure_tensorflow  # noqa: E402
+from classifier.ml.train import TrainingError, TrainResult, train, train_quick  # noqa: E402
+
+ARCH = "effnet_lite2"
+DATASET = "clothing-small"
+
+
+def without_last(dataset: Dataset, count: int) -> Dataset:
+    return dataclasses.replace(dataset, x_train=dataset.x_train[:-count], y_train=dataset.y_train[:-count])
+
+
+def line(label: str, result: TrainResult, wall: float) -> str:
+    backbone = read_metadata(result.artifact_dir)["backbone"] or {}
+    return (
+        f"{label:<28} {wall:7.1f}s  val {result.metrics['val_accuracy']:.2%}  "
+        f"held-out test {result.metrics['test_accuracy']:.2%}  "
+        f"activations computed {backbone.get('activations_computed', '-')}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--new", type=int, default=20, help="photos the quick run adds (default 20)")
+    parser.add_argument(
+        "--quick-only",
+        action="store_true",
+        help="one full run (cold cache) to start from, then the quick one",
+    )
+    args = parser.parse_args()
+    print(configure_tensorflow())
+    print(machine_line())
+    side = recipe_for(ARCH).image_side
+    dataset = load_dataset(DATASET, datasets_dir=datasets_dir(), image_size=(side, side))
+    before = without_last(dataset, args.new)
+    print(
+        f"{dataset.name}: {len(before.x_train)} train (+{args.new} for the quick run) / "
+        f"{len(dataset.x_val)} val / {len(dataset.x_test)} test photos at {side}px"
+    )
+    lines = []
+    with tempfile.TemporaryDirectory(prefix="vitrine-retrain-") as scratch:
+        features_dir = pathlib.Path(scratch) / "features"
+        runs = ["full, cold cache"] if args.quick_only else ["full, cold cache", "full, warm cache"]
+        full = None
+        for number, label in enumerate(runs):
+            started = time.monotonic()
+            full = train(
+                dataset=before,
+                arch=ARCH,
+                epochs=None,
+                out_dir=pathlib.Path(scratch) / f"full-{number}",
+                features_dir=features_dir,
+            )
+            lines.append(line(label, full, time.monotonic() - started))
+            print(lines[-1], flush=True)
+        started = time.monotonic()
+        quick = train_quick(
+            dataset=dataset,
+            base_dir=full.artifact_dir,
+            epochs=None,
+            out_dir=pathlib.Path(scratch) / "quick",
+            features_dir=features_dir,
+        )
+        lines.append(line(f"quick, {args.new} new photos", quick, time.monotonic() - started))
+    print()
+    print(machine_line())
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (DatasetError, TrainingError) as error:
+        sys.exit(f"error: {error}")
