@@ -91,7 +91,7 @@ def test_a_shop_keeper_switches_to_portuguese_and_sees_the_review_queue_and_retr
     expect(page.locator(f"#accept-{unsure_product.pk}")).to_have_count(0)
 
     page.goto(RUNS_URL)
-    expect(page.locator("#retrain-now")).to_have_text("Retreinar agora")
+    expect(page.locator("#retrain-now")).to_contain_text("Retreino completo")
     page.click("#retrain-settings")
     expect(page.locator("h1")).to_have_text("Retreinar com os produtos revisados")
     expect(page.locator("#retrain-help")).to_contain_text("Treina uma nova versão do modelo")

@@ -82,7 +82,12 @@ def test_a_training_run_and_the_bulk_jobs_in_portuguese(admin_client, version):
     assert f'Treinamento {run.pk}: <span id="training-status">Em andamento</span>' in run_page
     assert '<span class="value" id="training-progress">época 2/4</span>' in run_page
     assert 'id="cancel-run">Cancelar treinamento</button>' in run_page
-    assert "época 2/4" in runs and 'id="retrain-now"' in runs and "Retreinar agora" in runs
+    assert (
+        "época 2/4" in runs
+        and 'id="retrain-now"' in runs
+        and "Retreino completo" in runs
+        and "Retreino rápido" in runs
+    )
     assert f"Treinamento {run.pk} (em andamento)" in runs
     assert "Reclassificar todos os produtos" in jobs and "3/10" in jobs
     assert (progress["status_display"], progress["progress_text"]) == ("Em andamento", "época 2/4")
