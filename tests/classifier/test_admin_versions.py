@@ -2,6 +2,7 @@
 
 import json
 import pathlib
+import shutil
 
 import pytest
 from django.urls import reverse
@@ -69,14 +70,14 @@ def test_the_suggested_threshold_is_shown_with_its_precision_and_coverage(
     assert '<strong id="threshold-coverage">73.4%</strong>' in page
 
 
-def test_the_page_says_what_each_unfamiliar_photo_check_keeps(admin_client, version: ModelVersion):
-    version.metrics["ood"] = {
-        "threshold": 3200.0,
-        "keep_rate": 0.98,
-        "kind_threshold": 41.0,
-        "kind_keep_rate": 0.93,
-    }
-    version.save(update_fields=["metrics"])
+def test_the_page_says_what_each_unfamiliar_photo_check_keeps(
+    admin_client, tiny_model: pathlib.Path, tmp_path: pathlib.Path
+):
+    artifact = shutil.copytree(tiny_model, tmp_path / "with-checks")
+    metadata = json.loads((artifact / "metadata.json").read_text())
+    metadata["ood"] = {"threshold": 3200.0, "keep_rate": 0.98, "kind_threshold": 6.4, "kind_keep_rate": 0.93}
+    (artifact / "metadata.json").write_text(json.dumps(metadata))
+    version = model_version_register(artifact_dir=artifact)
 
     page = admin_client.get(change_url(version)).content.decode()
 
