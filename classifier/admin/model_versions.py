@@ -164,6 +164,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
                 "headline": report_headline(report),
                 "threshold_text": report_threshold_text(report),
                 "ood_keep_rate": percent(report.ood.get("keep_rate")),
+                "kind_keep_rate": percent(report.ood.get("kind_keep_rate")),
                 "model_version": model_version,
                 "threshold_in_use": percent(model_version_threshold(model_version=model_version)),
                 **_class_threshold_rows(model_version),

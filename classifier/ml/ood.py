@@ -7,6 +7,14 @@ remaining directions get one isotropic variance (as in probabilistic PCA), so th
 a photo that leaves the subspace still scores high. The score is the squared Mahalanobis distance to the
 nearest category mean; a photo scoring above the threshold is "unfamiliar". The threshold is the score that
 keeps `keep_rate` of held-out photos of the known categories. numpy only, deterministic.
+
+That check keeps far-off photos out (a cat, a rocket), not near ones: a vest sits close to the outerwear.
+The "kind" score (Ren et al., 2021, "A simple fix to Mahalanobis distance for improving near-OOD
+detection") is the distance to the nearest category minus the distance to one background Gaussian fitted on
+all training features, in the same subspace: the directions every garment varies along cancel out, what is
+left is how much closer the photo is to garments in general than to any known kind. A photo scoring above
+`kind_threshold` is of a kind the model was not taught. Statistics saved before this check have no kind
+arrays and keep working with the far-off check alone.
 """
 
 import pathlib
@@ -28,6 +36,7 @@ ARRAY_NAMES = (
     "threshold",
     "keep_rate",
 )
+KIND_ARRAY_NAMES = ("background_mean", "background_precision", "kind_threshold", "kind_keep_rate")
 
 
 class OodError(ValueError):
@@ -43,6 +52,15 @@ class OodModel:
     residual_variance: float  # per-dimension variance left outside the subspace
     threshold: float = float("inf")  # scores above it are unfamiliar
     keep_rate: float = 1.0  # share of held-out known photos at or under the threshold
+    # The kind check: one Gaussian of all training features in the subspace; None in older statistics.
+    background_mean: np.ndarray | None = None  # (k,)
+    background_precision: np.ndarray | None = None  # (k, k)
+    kind_threshold: float = float("inf")  # kind scores above it are of a kind the model was not taught
+    kind_keep_rate: float = 1.0
+
+    @property
+    def checks_kind(self) -> bool:
+        return self.background_mean is not None
 
     def scores(self, features: np.ndarray) -> np.ndarray:
         """Squared Mahalanobis distance of each feature row to its nearest category (float64, (N,))."""
@@ -53,22 +71,37 @@ class OodModel:
         distances = np.einsum("nck,kl,ncl->nc", offsets, self.precision, offsets)
         return distances.min(axis=1) + (outside**2).sum(axis=1) / self.residual_variance
 
+    def kind_scores(self, features: np.ndarray) -> np.ndarray:
+        """Relative Mahalanobis distance: to the nearest category minus to all training photos ((N,))."""
+        if not self.checks_kind:
+            raise OodError("these statistics have no kind check (fitted before it existed)")
+        inside = (np.asarray(features, dtype=np.float64) - self.mean) @ self.components
+        offsets = inside[:, np.newaxis, :] - self.class_means[np.newaxis, :, :]
+        nearest = np.einsum("nck,kl,ncl->nc", offsets, self.precision, offsets).min(axis=1)
+        background = inside - self.background_mean
+        return nearest - np.einsum("nk,kl,nl->n", background, self.background_precision, background)
+
     def is_unfamiliar(self, scores: np.ndarray) -> np.ndarray:
         return np.asarray(scores) > self.threshold
+
+    def is_unknown_kind(self, kind_scores: np.ndarray) -> np.ndarray:
+        return np.asarray(kind_scores) > self.kind_threshold
 
     def with_threshold(
         self, held_out_scores: np.ndarray, *, keep_rate: float = DEFAULT_KEEP_RATE
     ) -> "OodModel":
         """A copy whose threshold keeps `keep_rate` of these held-out scores of known photos."""
-        if not 0.0 < keep_rate <= 1.0 or len(held_out_scores) == 0:
-            raise OodError(
-                f"need held-out scores and a keep rate in (0, 1], got {len(held_out_scores)}, {keep_rate}"
-            )
-        threshold = float(np.quantile(np.asarray(held_out_scores, dtype=np.float64), keep_rate))
-        return replace(self, threshold=threshold, keep_rate=keep_rate)
+        return replace(self, threshold=_keeping(held_out_scores, keep_rate), keep_rate=keep_rate)
+
+    def with_kind_threshold(self, held_out_kind_scores: np.ndarray, *, keep_rate: float) -> "OodModel":
+        """A copy whose kind threshold keeps `keep_rate` of these held-out kind scores of known photos."""
+        if not self.checks_kind:
+            raise OodError("these statistics have no kind check (fitted before it existed)")
+        threshold = _keeping(held_out_kind_scores, keep_rate)
+        return replace(self, kind_threshold=threshold, kind_keep_rate=keep_rate)
 
     def arrays(self, *, prefix: str = "") -> dict[str, np.ndarray]:
-        return {
+        arrays = {
             f"{prefix}mean": self.mean.astype(np.float32),
             f"{prefix}components": self.components.astype(np.float32),
             f"{prefix}class_means": self.class_means.astype(np.float32),
@@ -77,6 +110,14 @@ class OodModel:
             f"{prefix}threshold": np.float64(self.threshold),
             f"{prefix}keep_rate": np.float64(self.keep_rate),
         }
+        if self.checks_kind:
+            arrays |= {
+                f"{prefix}background_mean": self.background_mean.astype(np.float32),
+                f"{prefix}background_precision": self.background_precision.astype(np.float32),
+                f"{prefix}kind_threshold": np.float64(self.kind_threshold),
+                f"{prefix}kind_keep_rate": np.float64(self.kind_keep_rate),
+            }
+        return arrays
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], *, prefix: str = "") -> "OodModel":
@@ -94,12 +135,27 @@ class OodModel:
             threshold=float(arrays[f"{prefix}threshold"]),
             keep_rate=float(arrays[f"{prefix}keep_rate"]),
         )
+        kind = [name for name in KIND_ARRAY_NAMES if f"{prefix}{name}" in arrays]
+        if kind and len(kind) != len(KIND_ARRAY_NAMES):
+            missing = [prefix + name for name in KIND_ARRAY_NAMES if name not in kind]
+            raise OodError(f"out-of-distribution statistics lack {', '.join(missing)}")
+        if kind:
+            model = replace(
+                model,
+                background_mean=np.asarray(arrays[f"{prefix}background_mean"], dtype=np.float64),
+                background_precision=np.asarray(arrays[f"{prefix}background_precision"], dtype=np.float64),
+                kind_threshold=float(arrays[f"{prefix}kind_threshold"]),
+                kind_keep_rate=float(arrays[f"{prefix}kind_keep_rate"]),
+            )
         (dims, k), (_, k_means), k_precision = (
             model.components.shape,
             model.class_means.shape,
             model.precision.shape,
         )
-        if model.mean.shape != (dims,) or k_means != k or k_precision != (k, k):
+        kind_shapes_fit = not model.checks_kind or (
+            model.background_mean.shape == (k,) and model.background_precision.shape == (k, k)
+        )
+        if model.mean.shape != (dims,) or k_means != k or k_precision != (k, k) or not kind_shapes_fit:
             raise OodError("out-of-distribution statistics have inconsistent shapes")
         return model
 
@@ -122,17 +178,35 @@ def fit_ood(features: np.ndarray, labels: np.ndarray, *, dimensions: int = DEFAU
     inside = centred @ components
     class_means = np.stack([inside[labels == c].mean(axis=0) for c in range(num_classes)])
     within = inside - class_means[labels]
-    covariance = within.T @ within / len(within)
-    covariance += COVARIANCE_SHRINKAGE * np.trace(covariance) / dimensions * np.eye(dimensions)
+    background_mean = inside.mean(axis=0)
+    background = inside - background_mean
     outside = centred - inside @ components.T
     residual_variance = float((outside**2).sum() / (len(outside) * (features.shape[1] - dimensions)))
     return OodModel(
         mean=mean,
         components=components,
         class_means=class_means,
-        precision=np.linalg.inv(covariance),
+        precision=_shrunk_inverse(within.T @ within / len(within)),
         residual_variance=residual_variance,
+        background_mean=background_mean,
+        background_precision=_shrunk_inverse(background.T @ background / len(background)),
     )
+
+
+def _shrunk_inverse(covariance: np.ndarray) -> np.ndarray:
+    dimensions = len(covariance)
+    return np.linalg.inv(
+        covariance + COVARIANCE_SHRINKAGE * np.trace(covariance) / dimensions * np.eye(dimensions)
+    )
+
+
+def _keeping(held_out_scores: np.ndarray, keep_rate: float) -> float:
+    """The score that keeps `keep_rate` of these held-out scores of known photos at or under it."""
+    if not 0.0 < keep_rate <= 1.0 or len(held_out_scores) == 0:
+        raise OodError(
+            f"need held-out scores and a keep rate in (0, 1], got {len(held_out_scores)}, {keep_rate}"
+        )
+    return float(np.quantile(np.asarray(held_out_scores, dtype=np.float64), keep_rate))
 
 
 def save_ood(model: OodModel, path: pathlib.Path) -> None:

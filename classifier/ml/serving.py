@@ -26,7 +26,12 @@ class Prediction:
     top: list[tuple[str, float]]  # best first
     # Out-of-distribution score of the photo; None when the artifact has no statistics (older models).
     ood_score: float | None = None
-    is_unfamiliar: bool = False  # the score is over the artifact's threshold: not a product it knows
+    # Not a product it knows: the far-off score or the kind score is over the artifact's threshold for it.
+    is_unfamiliar: bool = False
+    # How much nearer the photo is to garments in general than to any known category (the kind check); None
+    # when the artifact's statistics predate that check. is_unknown_kind: that check flagged it.
+    kind_score: float | None = None
+    is_unknown_kind: bool = False
     # The backbone's pooled features, L2-normalised, as float16 (a dot product is the cosine similarity);
     # None for models without a features output (the seed models).
     embedding: np.ndarray | None = None
@@ -134,18 +139,26 @@ class Classifier:
             probabilities, features = split_outputs(self._probabilities(chunk))
             probabilities = apply_temperature(probabilities, temperature=self.temperature)
             scores = self.ood.scores(features) if self.ood is not None and features is not None else None
+            kind_scores = (
+                self.ood.kind_scores(features) if scores is not None and self.ood.checks_kind else None
+            )
             embeddings = None if features is None else embeddings_normalised(features)
             for index, row in enumerate(probabilities):
                 best = np.argsort(-row, kind="stable")[:top_k]
                 top = [(self.class_names[i], float(row[i])) for i in best]
                 score = None if scores is None else float(scores[index])
+                far_off = score is not None and bool(self.ood.is_unfamiliar(score))
+                kind_score = None if kind_scores is None else float(kind_scores[index])
+                unknown_kind = kind_score is not None and bool(self.ood.is_unknown_kind(kind_score))
                 predictions.append(
                     Prediction(
                         label=top[0][0],
                         confidence=top[0][1],
                         top=top,
                         ood_score=score,
-                        is_unfamiliar=score is not None and bool(self.ood.is_unfamiliar(score)),
+                        is_unfamiliar=far_off or unknown_kind,
+                        kind_score=kind_score,
+                        is_unknown_kind=unknown_kind,
                         embedding=None if embeddings is None else embeddings[index],
                     )
                 )

@@ -58,7 +58,8 @@ def _metrics_with_safeguards(metadata: dict) -> dict:
         }
     ood = metadata.get("ood") or {}
     if ood:
-        metrics["ood"] = {key: ood[key] for key in ("threshold", "keep_rate", "score") if key in ood}
+        kept = ("threshold", "keep_rate", "score", "kind_threshold", "kind_keep_rate")
+        metrics["ood"] = {key: ood[key] for key in kept if key in ood}
     return metrics
 
 

@@ -2,6 +2,7 @@
 
 import json
 import pathlib
+import shutil
 
 import pytest
 from django.urls import reverse
@@ -67,6 +68,30 @@ def test_the_suggested_threshold_is_shown_with_its_precision_and_coverage(
     assert '<strong id="suggested-threshold-value">81.2%</strong>' in page
     assert '<strong id="threshold-precision">97.0%</strong>' in page
     assert '<strong id="threshold-coverage">73.4%</strong>' in page
+
+
+def test_the_page_says_what_each_unfamiliar_photo_check_keeps(
+    admin_client, tiny_model: pathlib.Path, tmp_path: pathlib.Path
+):
+    artifact = shutil.copytree(tiny_model, tmp_path / "with-checks")
+    metadata = json.loads((artifact / "metadata.json").read_text())
+    metadata["ood"] = {"threshold": 3200.0, "keep_rate": 0.98, "kind_threshold": 6.4, "kind_keep_rate": 0.93}
+    (artifact / "metadata.json").write_text(json.dumps(metadata))
+    version = model_version_register(artifact_dir=artifact)
+
+    page = admin_client.get(change_url(version)).content.decode()
+
+    assert 'id="ood-limit"' in page and "98.0%" in page
+    assert 'id="kind-limit"' in page and "93.0%" in page
+
+
+def test_a_version_without_the_kind_check_does_not_claim_one(admin_client, version: ModelVersion):
+    version.metrics["ood"] = {"threshold": 3200.0, "keep_rate": 0.98}
+    version.save(update_fields=["metrics"])
+
+    page = admin_client.get(change_url(version)).content.decode()
+
+    assert 'id="ood-limit"' in page and 'id="kind-limit"' not in page
 
 
 def test_without_a_suggested_threshold_the_page_says_so(admin_client, version: ModelVersion):

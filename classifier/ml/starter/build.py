@@ -7,8 +7,9 @@
    over FOLDS folds of train/ (a photo's fold comes from its content hash, so no photo is in two folds).
    clothing-small/validation plays no part in any choice; it is only scored at the end.
 3. With the best setting: the temperature, the auto-filing threshold (on calibrated confidences) and the
-   out-of-distribution threshold are fitted on the out-of-fold predictions; the head and the OOD statistics
-   are then fitted on all of train/ and written to head.npz, the record of it all to starter.json.
+   two out-of-distribution thresholds (far-off photos, unknown kinds) are fitted on the out-of-fold
+   predictions; the head and the OOD statistics are then fitted on all of train/ and written to head.npz,
+   the record of it all to starter.json.
 """
 
 import hashlib
@@ -27,7 +28,7 @@ from classifier.ml.backbones.efficientnet_lite import backbone_available, weight
 from classifier.ml.calibration import apply_temperature, expected_calibration_error, fit_calibration
 from classifier.ml.evaluate import TARGET_PRECISION, auto_filing_threshold, class_thresholds
 from classifier.ml.formats import file_sha256
-from classifier.ml.ood import DEFAULT_DIMENSIONS, fit_ood
+from classifier.ml.ood import DEFAULT_DIMENSIONS, OodModel, fit_ood
 from classifier.ml.preprocess import open_image, to_array
 from classifier.ml.starter import (
     BACKBONE_VARIANT,
@@ -58,6 +59,10 @@ L2_STRENGTHS = (1e-2, 3e-2, 1e-1)
 # MAX_OOD_COVERAGE_COST of out-of-fold auto-filing coverage (the goal allows 3 pp; this leaves a margin).
 OOD_KEEP_RATES = (0.95, 0.96, 0.97, 0.98, 0.99)
 MAX_OOD_COVERAGE_COST = 0.02
+# The kind check then keeps the least of these shares of out-of-fold known photos at which the two checks
+# together cost at most MAX_CHECKS_COVERAGE_COST of out-of-fold coverage at the threshold.
+KIND_KEEP_RATES = tuple(round(0.70 + 0.01 * step, 2) for step in range(31))
+MAX_CHECKS_COVERAGE_COST = 0.05
 FEATURE_CHUNK = 32
 # Written every this many chunks while features are computed, so an interrupted build keeps its work.
 CACHE_SAVE_CHUNKS = 20
@@ -247,6 +252,44 @@ def _filed(
     }
 
 
+def calibrated_ood(
+    features: np.ndarray,
+    labels: np.ndarray,
+    folds: np.ndarray,
+    *,
+    oof_calibrated: np.ndarray,
+    threshold: float | np.ndarray,
+    kind_check: bool = True,
+    max_checks_cost: float = MAX_CHECKS_COVERAGE_COST,
+) -> tuple[OodModel, dict]:
+    """The OOD statistics of all these features with both thresholds picked on out-of-fold scores (see
+    OOD_KEEP_RATES and KIND_KEEP_RATES); and out-of-fold coverage and precision at `threshold` with them.
+    Without kind_check the statistics flag far-off photos only."""
+    oof_scores, oof_kind_scores = np.zeros(len(labels)), np.zeros(len(labels))
+    for fold in range(FOLDS):
+        held = folds == fold
+        fold_model = fit_ood(features[~held], labels[~held])
+        oof_scores[held] = fold_model.scores(features[held])
+        oof_kind_scores[held] = fold_model.kind_scores(features[held])
+    statistics = fit_ood(features, labels)
+    coverage = _filed(oof_calibrated, labels, threshold=threshold)["coverage"]
+    for keep_rate in OOD_KEEP_RATES:
+        ood = statistics.with_threshold(oof_scores, keep_rate=keep_rate)
+        familiar = ~ood.is_unfamiliar(oof_scores)
+        checked = _filed(oof_calibrated, labels, threshold=threshold, familiar=familiar)
+        if coverage - checked["coverage"] <= MAX_OOD_COVERAGE_COST:
+            break
+    if not kind_check:
+        return ood, checked
+    for kind_keep_rate in KIND_KEEP_RATES:
+        both = ood.with_kind_threshold(oof_kind_scores, keep_rate=kind_keep_rate)
+        passed = familiar & ~both.is_unknown_kind(oof_kind_scores)
+        checked = _filed(oof_calibrated, labels, threshold=threshold, familiar=passed)
+        if coverage - checked["coverage"] <= max_checks_cost:
+            break
+    return both, checked
+
+
 def build_starter(
     *,
     datasets_dir: pathlib.Path,
@@ -312,27 +355,22 @@ def build_starter(
         probabilities=oof_calibrated, y=y_train, target_precision=TARGET_PRECISION
     )
 
-    oof_ood_scores = np.zeros(len(y_train))
-    for fold in range(FOLDS):
-        held = folds == fold
-        oof_ood_scores[held] = fit_ood(train_features[~held], y_train[~held]).scores(train_features[held])
-    ood_statistics = fit_ood(train_features, y_train)
     oof_without = _filed(oof_calibrated, y_train, threshold=threshold["suggested_threshold"])
-    for keep_rate in OOD_KEEP_RATES:
-        ood = ood_statistics.with_threshold(oof_ood_scores, keep_rate=keep_rate)
-        oof_familiar = ~ood.is_unfamiliar(oof_ood_scores)
-        oof_with = _filed(
-            oof_calibrated, y_train, threshold=threshold["suggested_threshold"], familiar=oof_familiar
-        )
-        if oof_without["coverage"] - oof_with["coverage"] <= MAX_OOD_COVERAGE_COST:
-            break
+    ood, oof_with = calibrated_ood(
+        train_features,
+        y_train,
+        folds,
+        oof_calibrated=oof_calibrated,
+        threshold=threshold["suggested_threshold"],
+    )
 
     weights, bias = fit_linear_head(train_features, y_train, num_classes=num_classes, l2=l2)
     fitting_seconds = time.monotonic() - fitting_started
 
     val_raw = head_probabilities(val_features, weights=weights, bias=bias)
     val_calibrated = apply_temperature(val_raw, temperature=temperature)
-    val_familiar = ~ood.is_unfamiliar(ood.scores(val_features))
+    val_unknown_kind = ood.is_unknown_kind(ood.kind_scores(val_features))
+    val_familiar = ~ood.is_unfamiliar(ood.scores(val_features)) & ~val_unknown_kind
     cut = threshold["suggested_threshold"]
     without_ood = _filed(val_calibrated, y_val, threshold=cut)
     with_ood = _filed(val_calibrated, y_val, threshold=cut, familiar=val_familiar)
@@ -393,6 +431,13 @@ def build_starter(
             "keep_rate_rule": f"the first of {list(OOD_KEEP_RATES)} whose check costs at most "
             f"{MAX_OOD_COVERAGE_COST:.0%} of out-of-fold coverage at the threshold",
             "threshold": ood.threshold,
+            "kind_score": "relative Mahalanobis distance (Ren et al., 2021): to the nearest category minus "
+            "to one Gaussian of all training features, in the same subspace",
+            "kind_keep_rate": ood.kind_keep_rate,
+            "kind_keep_rate_rule": f"the least of {KIND_KEEP_RATES[0]}..{KIND_KEEP_RATES[-1]} at which both "
+            f"checks together cost at most {MAX_CHECKS_COVERAGE_COST:.0%} of out-of-fold coverage at the "
+            "threshold",
+            "kind_threshold": ood.kind_threshold,
             "fitted_on": f"{DATASET_NAME}/train features",
             "threshold_fitted_on": fitted_on,
         },
@@ -410,6 +455,7 @@ def build_starter(
             "threshold_coverage_with_ood": with_ood["coverage"],
             "threshold_precision_with_ood": with_ood["precision"],
             "test_unfamiliar_share": float((~val_familiar).mean()),
+            "test_unknown_kind_share": float(val_unknown_kind.mean()),
             # Picked on the out-of-fold predictions like the threshold; each category's coverage there.
             "class_thresholds": per_class["class_thresholds"],
             "class_threshold_coverage": per_class_without_ood["coverage"],

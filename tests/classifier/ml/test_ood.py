@@ -23,7 +23,8 @@ def model() -> OodModel:
     features, labels = clusters(per_class=300, seed=0)
     held_out, _ = clusters(per_class=100, seed=1)
     fitted = fit_ood(features, labels, dimensions=16)
-    return fitted.with_threshold(fitted.scores(held_out), keep_rate=0.95)
+    fitted = fitted.with_threshold(fitted.scores(held_out), keep_rate=0.95)
+    return fitted.with_kind_threshold(fitted.kind_scores(held_out), keep_rate=0.9)
 
 
 def test_known_photos_are_kept_at_the_chosen_rate(model: OodModel):
@@ -51,7 +52,9 @@ def test_statistics_survive_a_save_and_load(model: OodModel, tmp_path):
     loaded = load_ood(tmp_path / "ood.npz")
 
     assert (loaded.threshold, loaded.keep_rate) == (pytest.approx(model.threshold), 0.95)
+    assert (loaded.kind_threshold, loaded.kind_keep_rate) == (pytest.approx(model.kind_threshold), 0.9)
     np.testing.assert_allclose(loaded.scores(points), model.scores(points), rtol=1e-4)
+    np.testing.assert_allclose(loaded.kind_scores(points), model.kind_scores(points), rtol=1e-3, atol=1e-2)
 
 
 def test_damaged_statistics_are_refused(model: OodModel, tmp_path):
@@ -71,3 +74,33 @@ def test_fitting_needs_enough_photos_of_every_category():
 
     with pytest.raises(OodError):
         fit_ood(features, labels, dimensions=16)
+
+
+def test_the_kind_check_flags_a_category_it_was_not_taught():
+    taught = np.isin(np.repeat(np.arange(CLASSES), 300), [0, 1, 2])
+    features, labels = clusters(per_class=300, seed=7)
+    fitted = fit_ood(features[taught], labels[taught], dimensions=16)
+    held_out, held_out_labels = clusters(per_class=100, seed=8)
+    known_held_out = held_out[held_out_labels != 3]
+    checked = fitted.with_kind_threshold(fitted.kind_scores(known_held_out), keep_rate=0.95)
+    fresh, fresh_labels = clusters(per_class=200, seed=9)
+
+    flagged = checked.is_unknown_kind(checked.kind_scores(fresh))
+
+    assert flagged[fresh_labels == 3].mean() > 0.9
+    assert flagged[fresh_labels != 3].mean() == pytest.approx(0.05, abs=0.03)
+
+
+def test_statistics_saved_before_the_kind_check_still_load(model: OodModel, tmp_path):
+    points, _ = clusters(per_class=20, seed=10)
+    arrays = model.arrays()
+    for name in ("background_mean", "background_precision", "kind_threshold", "kind_keep_rate"):
+        del arrays[name]
+    np.savez(tmp_path / "ood.npz", **arrays)
+
+    loaded = load_ood(tmp_path / "ood.npz")
+
+    assert not loaded.checks_kind
+    np.testing.assert_allclose(loaded.scores(points), model.scores(points), rtol=1e-4)
+    with pytest.raises(OodError, match="no kind check"):
+        loaded.kind_scores(points)

@@ -82,6 +82,38 @@ def test_photos_unlike_the_known_ones_are_flagged(calibrated: Classifier):
     assert all(prediction.is_unfamiliar for prediction in strange)
 
 
+def test_photos_of_a_kind_it_was_not_taught_are_flagged_by_the_kind_check(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = two_output_model()
+    # Taught: dark and bright photos; not taught: mid-grey ones, between the two and as tightly grouped.
+    taught = np.concatenate([pixels(150, seed=10, brightness=60.0), pixels(150, seed=11, brightness=200.0)])
+    features = np.asarray(model(taught.astype(np.float32), training=False)[1])
+    labels = np.repeat([0, 1], 150)
+    held_out = np.concatenate([pixels(50, seed=12, brightness=60.0), pixels(50, seed=13, brightness=200.0)])
+    held_out_features = np.asarray(model(held_out.astype(np.float32), training=False)[1])
+    # No far-off threshold: only the kind check can flag a photo here.
+    ood = fit_ood(features, labels, dimensions=2)
+    ood = ood.with_kind_threshold(ood.kind_scores(held_out_features), keep_rate=0.95)
+    (tmp_path / "kinds").mkdir()
+    save_ood(ood, tmp_path / "kinds" / OOD_FILE)
+    metadata = {
+        "class_names": CLASSES,
+        "input_shape": list(SHAPE),
+        "preprocessing": {"style": "photo", "input_shape": list(SHAPE)},
+        "architecture": "two_output_test",
+        "ood": {"file": OOD_FILE, "sha256": file_sha256(tmp_path / "kinds" / OOD_FILE)},
+    }
+    save_artifact(out_dir=tmp_path / "kinds", model=model, metadata=metadata)
+    classifier = Classifier.load(tmp_path / "kinds")
+
+    known = classifier.predict_arrays(pixels(40, seed=14, brightness=200.0))
+    other_kind = classifier.predict_arrays(pixels(40, seed=15, brightness=130.0))
+
+    assert all(p.kind_score is not None for p in known + other_kind)
+    assert np.mean([p.is_unfamiliar for p in known]) <= 0.15
+    assert all(p.is_unfamiliar and p.is_unknown_kind for p in other_kind)
+
+
 def test_artifacts_without_calibration_or_statistics_serve_as_before(tmp_path):
     write_artifact(tmp_path / "plain", calibrated=False)
     plain = Classifier.load(tmp_path / "plain")
@@ -92,7 +124,7 @@ def test_artifacts_without_calibration_or_statistics_serve_as_before(tmp_path):
 
     assert plain.temperature == 1.0 and plain.ood is None
     assert [p.confidence for p in predictions] == pytest.approx(raw.max(axis=1).tolist(), abs=1e-6)
-    assert all(p.ood_score is None and not p.is_unfamiliar for p in predictions)
+    assert all(p.ood_score is None and p.kind_score is None and not p.is_unfamiliar for p in predictions)
 
 
 def test_changed_ood_statistics_are_refused(tmp_path):

@@ -90,6 +90,8 @@ def test_the_starter_artifact_carries_calibration_and_ood_statistics(starter: Cl
     assert starter.input_shape == (summary["image_side"], summary["image_side"], 3)
     assert starter.temperature == pytest.approx(summary["calibration"]["temperature"])
     assert starter.ood is not None and starter.ood.threshold == pytest.approx(summary["ood"]["threshold"])
+    assert starter.ood.checks_kind
+    assert starter.ood.kind_threshold == pytest.approx(summary["ood"]["kind_threshold"])
     assert (starter.path / OOD_FILE).is_file()
     assert starter.metadata["metrics"]["suggested_threshold"] == summary["metrics"]["suggested_threshold"]
     assert starter.metadata["data"]["fingerprint"] == summary["data"]["fingerprint"]
