@@ -9,6 +9,11 @@ inference queue notes what it holds (prefork ones too, in their parent); a messa
 holder noted ORPHAN_AFTER_S after its delivery was fetched by a worker killed before it could note it (the
 instant between Redis handing it over and the worker receiving it), and is given back too. Messages of
 other queues without a holder wait for the visibility timeout. Other brokers: nothing is done.
+
+What this cannot give back: kombu's Redis transport pops a message (BRPOP) before it records the delivery,
+and a solo worker reads the reply only when its task in hand ends. A worker killed in between takes that one
+message out of Redis with it (tests/e2e/test_recovery.py); its product waits for beat's sweep
+(VITRINE_STUCK_AFTER_SECONDS).
 """
 
 import json

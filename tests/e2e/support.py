@@ -1,8 +1,10 @@
 """Real pieces for pipeline tests: a tiny trained model, Celery worker subprocesses, the Redis queues."""
 
+import base64
 import contextlib
 import hashlib
 import io
+import json
 import os
 import pathlib
 import re
@@ -99,6 +101,15 @@ class BrokerQueues:
 
     def length(self, queue: str) -> int:
         return self.client.llen(queue)
+
+    def held_product_ids(self) -> set[int]:
+        """The products of the messages delivered and not acknowledged (a dead worker's, when none runs)."""
+        held = set()
+        for payload in self.client.hvals("unacked"):
+            message, _exchange, _routing_key = json.loads(payload)
+            _args, kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+            held.update(kwargs["product_ids"])
+        return held
 
     def clear(self) -> None:
         # Messages only: the exchange bindings stay, since running producers remember they declared them.
