@@ -10,21 +10,13 @@ import pytest
 from catalog.models import Product
 from catalog.services.products import product_create
 from classifier.ml.active import label_next_order, margin_uncertainty
-from classifier.ml.serving import embeddings_normalised
 from classifier.models import ModelVersion
 from classifier.services.classification import PhotoPrediction, prediction_record
 from tests.catalog.photo_copies import product_photo, upload
+from tests.classifier.embedding_directions import direction
 
 QUEUE_URL = "/admin/catalog/reviewqueueitem/"
-DIMENSIONS = 8
 skus = itertools.count(1)
-
-
-def direction(axis: int, tilt: float = 0.0) -> np.ndarray:
-    features = np.zeros((1, DIMENSIONS), dtype=np.float32)
-    features[0, axis] = 1.0
-    features[0, (axis + 1) % DIMENSIONS] = tilt
-    return embeddings_normalised(features)[0]
 
 
 def waiting(

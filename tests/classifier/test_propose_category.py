@@ -10,23 +10,15 @@ import pytest
 from catalog.models import Category, Product
 from catalog.services.products import product_create
 from classifier.ml.clusters import alike_groups
-from classifier.ml.serving import embeddings_normalised
 from classifier.models import ModelVersion
 from classifier.services.classification import PhotoPrediction, prediction_record
 from tests.catalog.photo_copies import product_photo, upload
+from tests.classifier.embedding_directions import DIMENSIONS, direction
 from tests.roles import caller_user
 
 QUEUE_URL = "/admin/catalog/reviewqueueitem/"
 NEW_CATEGORY_URL = "/admin/catalog/reviewqueueitem/new-category/"
-DIMENSIONS = 8
 skus = itertools.count(1)
-
-
-def direction(axis: int, tilt: float = 0.0) -> np.ndarray:
-    features = np.zeros((1, DIMENSIONS), dtype=np.float32)
-    features[0, axis] = 1.0
-    features[0, (axis + 1) % DIMENSIONS] = tilt
-    return embeddings_normalised(features)[0]
 
 
 def test_alike_photos_form_groups_of_the_minimum_size_largest_first() -> None:
