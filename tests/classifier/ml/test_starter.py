@@ -139,3 +139,41 @@ def test_the_starter_files_no_non_product_photo(starter: Classifier):
         if prediction.confidence >= threshold and not prediction.is_unfamiliar
     ]
     assert filed == []
+
+
+def setting(side: int, l2: float, accuracy: float, log_loss: float) -> dict:
+    return {
+        "side": side,
+        "mirror": "average",
+        "transform": "sqrt",
+        "l2": l2,
+        "oof_accuracy": accuracy,
+        "oof_log_loss": log_loss,
+    }
+
+
+def test_the_setting_pick_does_not_flip_when_one_out_of_fold_photo_does():
+    from classifier.ml.starter.build import chosen_setting
+
+    # The three leading settings of two builds on different CPUs: one photo of 3,068 moved between them.
+    one_cpu = [
+        setting(300, 0.1, 0.8970, 0.3477),
+        setting(260, 0.01, 0.8967, 0.30635),
+        setting(300, 0.03, 0.8944, 0.3065),
+    ]
+    other_cpu = [
+        setting(300, 0.1, 0.8967, 0.3477),
+        setting(260, 0.01, 0.8970, 0.30636),
+        setting(300, 0.03, 0.8944, 0.3065),
+    ]
+    picks = [chosen_setting(settings) for settings in (one_cpu, other_cpu)]
+
+    assert [(pick["side"], pick["l2"]) for pick in picks] == [(260, 0.01), (260, 0.01)]
+
+
+def test_a_setting_clearly_ahead_out_of_fold_is_picked_despite_a_higher_loss():
+    from classifier.ml.starter.build import chosen_setting
+
+    settings = [setting(260, 0.01, 0.880, 0.30), setting(300, 0.1, 0.897, 0.35)]
+
+    assert chosen_setting(settings) == settings[1]
