@@ -19,7 +19,6 @@ from tests.e2e.support import (
     product_saved_without_queueing,
     wait_for,
 )
-from tests.e2e.test_worker_chaos import held_product_ids
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -99,7 +98,7 @@ def test_a_worker_killed_mid_batch_has_every_photo_of_it_delivered_again_and_app
 
     dying.kill()
 
-    assert held_product_ids(broker_queues) == set(product_ids)
+    assert broker_queues.held_product_ids() == set(product_ids)
     # A death in a batch of several messages counts against none of its photos (which one killed it?).
     assert Product.objects.filter(pk__in=product_ids, classification_attempts=0).count() == 4
     survivor = workers.start(extra_env=batch_env(4))
