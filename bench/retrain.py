@@ -42,7 +42,13 @@ def line(label: str, result: TrainResult, wall: float) -> str:
     return (
         f"{label:<28} {wall:7.1f}s  val {result.metrics['val_accuracy']:.2%}  "
         f"held-out test {result.metrics['test_accuracy']:.2%}  "
-        f"activations computed {backbone.get('activations_computed', '-')}"
+        f"activations computed {backbone.get('activations_computed', '-')}  "
+        f"features stage {backbone.get('feature_seconds', '-')}s  "
+        + (
+            f"model features computed {backbone['model_features_computed']}"
+            if "model_features_computed" in backbone
+            else f"model features kept for quick runs in {backbone.get('model_features_seconds', '-')}s"
+        )
     )
 
 

@@ -10,7 +10,10 @@ train() was given, pixels in and probabilities out.
 
 train_head() is the quick retrain: only the softmax layer of a trained model learns, on the features of the
 model as it is (through the same disk cache when it has a backbone), starting from its own softmax weights
-when the categories are the same.
+when the categories are the same. Those features (the pooled output of the blocks after the cut, which the
+fine-tune changed) are kept on disk too, one float16 file per photo in a folder named after those blocks'
+weights: a full run leaves them for its model's first quick retrain, and a quick retrain, which leaves the
+blocks as they are, for the next one; either then runs the blocks only over the photos it has not seen.
 """
 
 import hashlib
@@ -96,6 +99,11 @@ def weights_digest(model: keras.Model) -> str:
     for weight in model.weights:
         digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
     return digest.hexdigest()
+
+
+def model_features_key(activations_key: str, tail: keras.Model) -> str:
+    """The folder of the pooled features of the blocks after the cut: their front's key and their weights."""
+    return f"{activations_key}-pooled-{weights_digest(tail)[:16]}"
 
 
 def _mirror(pixels: np.ndarray) -> np.ndarray:
@@ -221,6 +229,57 @@ def _pooled_features(tail: keras.Model, activations: np.ndarray) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros((0, tail.output_shape[-1]), dtype=np.float32)
 
 
+def _model_features(
+    *, reader: ActivationReader, tail: keras.Model, views: list[np.ndarray], features_dir: pathlib.Path | None
+) -> tuple[np.ndarray, int]:
+    """(float16 pooled features of the photos of all views in order, how many were computed): from the disk
+    cache of this tail's features where it has them, else the front's activations through the tail."""
+    store = (
+        ActivationStore(
+            pathlib.Path(features_dir) / model_features_key(reader.key, tail), shape=tail.output_shape[1:]
+        )
+        if features_dir is not None
+        else None
+    )
+    located = [(v, i) for v, photos in enumerate(views) for i in range(len(photos))]
+    digests = [photo_digest(views[v][i]) for v, i in located]
+    found = {digest: store.get(digest) if store is not None else None for digest in set(digests)}
+    missing: dict[str, tuple[int, int]] = {}
+    for digest, place in zip(digests, located, strict=True):
+        if found[digest] is None and digest not in missing:
+            missing[digest] = place
+    if missing:
+        pixels = np.stack([views[v][i] for v, i in missing.values()])
+        computed = _pooled_features(tail, reader.read([pixels])).astype(np.float16)
+        for digest, value in zip(missing, computed, strict=True):
+            found[digest] = value
+            if store is not None:
+                store.put(digest, value)
+    if not digests:
+        return np.zeros((0, *tail.output_shape[1:]), dtype=np.float16), 0
+    return np.stack([found[digest] for digest in digests]), len(missing)
+
+
+def _keep_model_features(
+    *,
+    reader: ActivationReader,
+    tail: keras.Model,
+    activations: np.ndarray,
+    views: list[np.ndarray],
+    features_dir: pathlib.Path | None,
+) -> None:
+    """Writes the tail's pooled features of these photos (their front's activations given) for the next
+    quick retrain of this model."""
+    if features_dir is None:
+        return
+    store = ActivationStore(
+        pathlib.Path(features_dir) / model_features_key(reader.key, tail), shape=tail.output_shape[1:]
+    )
+    digests = [photo_digest(photo) for photos in views for photo in photos]
+    for digest, value in zip(digests, _pooled_features(tail, activations).astype(np.float16), strict=True):
+        store.put(digest, value)
+
+
 def _compile(model: keras.Model, *, optimizer: keras.optimizers.Optimizer, recipe: Recipe) -> None:
     model.compile(
         optimizer=optimizer,
@@ -312,6 +371,14 @@ def train_on_backbone(
             callbacks=epoch_callbacks("fine-tune", epochs),
         ).history
         history = {key: [*values, *fine_tune_history.get(key, [])] for key, values in history.items()}
+    kept_started = time.monotonic()
+    _keep_model_features(
+        reader=reader,
+        tail=tail,
+        activations=views,
+        views=[dataset.x_train, _mirror(dataset.x_train), dataset.x_val],
+        features_dir=features_dir,
+    )
 
     return TransferResult(
         history=history,
@@ -323,6 +390,7 @@ def train_on_backbone(
             "activations_computed": reader.computed,
             "activations_key": reader.key,
             "feature_seconds": round(feature_seconds, 1),
+            "model_features_seconds": round(time.monotonic() - kept_started, 1),
         },
     )
 
@@ -364,7 +432,7 @@ def train_head(
     category = model.get_layer(CATEGORY)
     keep_softmax = list(dataset.class_names) == list(class_names)
     features_started = time.monotonic()
-    train_views = np.concatenate([dataset.x_train, _mirror(dataset.x_train)])
+    train_views = 2 * len(dataset.x_train)
     if recipe.backbone is not None:
         backbone = model.get_layer(f"efficientnet_{recipe.backbone.variant}")
         cut = recipe.backbone.fine_tune_after
@@ -376,18 +444,24 @@ def train_head(
             report=report,
             stop_requested=stop_requested,
         )
-        views = reader.read([dataset.x_train, _mirror(dataset.x_train), dataset.x_val])
         tail = keras.Model(backbone.get_layer(cut).output, backbone.output)
-        x_train = _pooled_features(tail, views[: len(train_views)])
-        x_val = _pooled_features(tail, views[len(train_views) :])
+        features, features_computed = _model_features(
+            reader=reader,
+            tail=tail,
+            views=[dataset.x_train, _mirror(dataset.x_train), dataset.x_val],
+            features_dir=features_dir,
+        )
+        x_train, x_val = features[:train_views], features[train_views:]
         backbone_metadata = {
             **(backbone_metadata or {}),
             "activations_computed": reader.computed,
             "activations_key": reader.key,
+            "model_features_computed": features_computed,
         }
     else:
         body = keras.Model(model.input, (dropout or category).input)
-        x_train, x_val = _pooled_features(body, train_views), _pooled_features(body, dataset.x_val)
+        x_train = _pooled_features(body, np.concatenate([dataset.x_train, _mirror(dataset.x_train)]))
+        x_val = _pooled_features(body, dataset.x_val)
     feature_seconds = time.monotonic() - features_started
     y_train = np.concatenate([dataset.y_train, dataset.y_train])
 

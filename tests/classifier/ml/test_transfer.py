@@ -198,6 +198,32 @@ def test_quick_retrain_trains_only_the_softmax_on_cached_activations(
     assert right >= 0.9
 
 
+def test_a_full_run_leaves_its_models_features_so_its_quick_retrain_runs_no_block_again(
+    shapes: Dataset, trained: tuple, features_dir: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    base_dir = trained[0].artifact_dir
+
+    warm = train_quick(
+        dataset=shapes, base_dir=base_dir, epochs=1, out_dir=tmp_path / "w", features_dir=features_dir
+    )
+    cold = train_quick(
+        dataset=shapes, base_dir=base_dir, epochs=1, out_dir=tmp_path / "c", features_dir=tmp_path / "empty"
+    )
+
+    warm_model, cold_model = Classifier.load(warm.artifact_dir), Classifier.load(cold.artifact_dir)
+    assert warm_model.metadata["backbone"]["model_features_computed"] == 0
+    assert warm_model.metadata["backbone"]["activations_computed"] == 0
+    assert cold_model.metadata["backbone"]["model_features_computed"] > 0
+    # The cached features are the blocks' own: both learn the same softmax.
+    labels = [[p.label for p in model.predict_arrays(shapes.x_val)] for model in (warm_model, cold_model)]
+    assert labels[0] == labels[1]
+    assert np.allclose(
+        warm_model.model.get_layer("category").get_weights()[0],
+        cold_model.model.get_layer("category").get_weights()[0],
+        atol=1e-3,
+    )
+
+
 def test_quick_retrain_on_other_categories_starts_a_new_softmax(
     shapes: Dataset, trained: tuple, features_dir: pathlib.Path, tmp_path: pathlib.Path
 ) -> None:
@@ -221,6 +247,7 @@ def test_quick_retrain_on_other_categories_starts_a_new_softmax(
     # The same photos as the full run's, split otherwise: only those its test split held are new.
     computed = served.metadata["backbone"]["activations_computed"]
     assert 0 < computed < len(two.x_train)
+    assert served.metadata["backbone"]["model_features_computed"] == computed
     old_backbone, new_backbone = (
         model.get_layer(f"efficientnet_{EFFNET_VARIANT}").get_weights() for model in (base, served.model)
     )
