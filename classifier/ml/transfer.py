@@ -148,6 +148,7 @@ class ActivationReader:
         self._report = report
         self._stop_requested = stop_requested
         self.computed = 0  # activations this reader had to compute (the rest came from the cache)
+        self.digests: list[str] = []  # the last read's photos' content digests, in order
 
     def read(self, views: list[np.ndarray]) -> np.ndarray:
         """float16 activations of the photos of all views, in order, computing only what the cache lacks."""
@@ -187,7 +188,8 @@ class ActivationReader:
                         "eta_s": elapsed / done * (len(todo) - done),
                     }
                 )
-        ordered = [found[digest] for view_digests in digests for digest in view_digests]
+        self.digests = [digest for view_digests in digests for digest in view_digests]
+        ordered = [found[digest] for digest in self.digests]
         return np.stack(ordered) if ordered else np.zeros((0, *self._shape), dtype=np.float16)
 
 
@@ -229,18 +231,22 @@ def _pooled_features(tail: keras.Model, activations: np.ndarray) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros((0, tail.output_shape[-1]), dtype=np.float32)
 
 
+def _model_features_store(
+    *, reader: ActivationReader, tail: keras.Model, features_dir: pathlib.Path | None
+) -> ActivationStore | None:
+    if features_dir is None:
+        return None
+    return ActivationStore(
+        pathlib.Path(features_dir) / model_features_key(reader.key, tail), shape=tail.output_shape[1:]
+    )
+
+
 def _model_features(
     *, reader: ActivationReader, tail: keras.Model, views: list[np.ndarray], features_dir: pathlib.Path | None
 ) -> tuple[np.ndarray, int]:
     """(float16 pooled features of the photos of all views in order, how many were computed): from the disk
     cache of this tail's features where it has them, else the front's activations through the tail."""
-    store = (
-        ActivationStore(
-            pathlib.Path(features_dir) / model_features_key(reader.key, tail), shape=tail.output_shape[1:]
-        )
-        if features_dir is not None
-        else None
-    )
+    store = _model_features_store(reader=reader, tail=tail, features_dir=features_dir)
     located = [(v, i) for v, photos in enumerate(views) for i in range(len(photos))]
     digests = [photo_digest(views[v][i]) for v, i in located]
     found = {digest: store.get(digest) if store is not None else None for digest in set(digests)}
@@ -261,22 +267,15 @@ def _model_features(
 
 
 def _keep_model_features(
-    *,
-    reader: ActivationReader,
-    tail: keras.Model,
-    activations: np.ndarray,
-    views: list[np.ndarray],
-    features_dir: pathlib.Path | None,
+    *, reader: ActivationReader, tail: keras.Model, activations: np.ndarray, features_dir: pathlib.Path | None
 ) -> None:
-    """Writes the tail's pooled features of these photos (their front's activations given) for the next
-    quick retrain of this model."""
-    if features_dir is None:
+    """Writes the tail's pooled features of the photos of the reader's last read (their activations given)
+    for the next quick retrain of this model."""
+    store = _model_features_store(reader=reader, tail=tail, features_dir=features_dir)
+    if store is None:
         return
-    store = ActivationStore(
-        pathlib.Path(features_dir) / model_features_key(reader.key, tail), shape=tail.output_shape[1:]
-    )
-    digests = [photo_digest(photo) for photos in views for photo in photos]
-    for digest, value in zip(digests, _pooled_features(tail, activations).astype(np.float16), strict=True):
+    features = _pooled_features(tail, activations).astype(np.float16)
+    for digest, value in zip(reader.digests, features, strict=True):
         store.put(digest, value)
 
 
@@ -372,13 +371,7 @@ def train_on_backbone(
         ).history
         history = {key: [*values, *fine_tune_history.get(key, [])] for key, values in history.items()}
     kept_started = time.monotonic()
-    _keep_model_features(
-        reader=reader,
-        tail=tail,
-        activations=views,
-        views=[dataset.x_train, _mirror(dataset.x_train), dataset.x_val],
-        features_dir=features_dir,
-    )
+    _keep_model_features(reader=reader, tail=tail, activations=views, features_dir=features_dir)
 
     return TransferResult(
         history=history,
