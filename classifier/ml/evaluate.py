@@ -283,8 +283,11 @@ def evaluate(
     history: dict | None = None,
     prefix: str = "test",
     target_precision: float | None = None,
+    probabilities: np.ndarray | None = None,
 ) -> dict:
     """Scores the model on (x, y), writes the evaluation files into out_dir, returns the headline metrics.
+
+    probabilities: the model's answers for x when the caller already has them (from cached features).
 
     With target_precision, the metrics also hold the auto-filing threshold picked on (x, y) for it, with
     its precision and coverage there (auto_filing_threshold).
@@ -292,7 +295,8 @@ def evaluate(
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     y = np.asarray(y, dtype=np.int64)
-    probabilities = predict_probabilities(model=model, x=x)
+    if probabilities is None:
+        probabilities = predict_probabilities(model=model, x=x)
     y_pred = probabilities.argmax(axis=1)
     confidence = probabilities.max(axis=1) if len(x) else np.zeros(0)
     matrix = confusion_matrix(y_true=y, y_pred=y_pred, num_classes=len(class_names))

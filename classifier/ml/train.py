@@ -389,6 +389,7 @@ def _train(
                 stop_requested=stop_requested,
             )
             history, backbone_metadata = transfer.history, transfer.backbone
+            test_probabilities = transfer.test_probabilities
         elif recipe.backbone is not None:
             model = build_model(arch, num_classes=dataset.num_classes, input_shape=dataset.input_shape)
             total_epochs = epochs + recipe.backbone.fine_tune_epochs
@@ -413,6 +414,7 @@ def _train(
                 stop_requested=stop_requested,
             )
             history, backbone_metadata = transfer.history, transfer.backbone
+            test_probabilities = transfer.test_probabilities
         else:
             model = build_model(arch, num_classes=dataset.num_classes, input_shape=dataset.input_shape)
             history = _fit_from_scratch(
@@ -424,9 +426,12 @@ def _train(
                 seed=seed,
                 callbacks=[_ProgressAndCancel(epochs=epochs, progress=progress, should_stop=should_stop)],
             )
+            test_probabilities = None
         last_epoch = {key: float(values[-1]) for key, values in history.items() if values}
         if recipe.mirror_average:
             model = with_mirror_average(model)
+            # Those came from the photos alone, not averaged with their mirror images.
+            test_probabilities = None
         metrics = {
             "train_loss": last_epoch.get("loss"),
             "train_accuracy": last_epoch.get("accuracy"),
@@ -442,6 +447,7 @@ def _train(
                 prefix="test",
                 # Picked on the test split: training never saw it; validation stays an independent check.
                 target_precision=TARGET_PRECISION,
+                probabilities=test_probabilities,
             ),
         }
         seconds = time.monotonic() - started

@@ -3,10 +3,11 @@
 The backbone's layers up to the recipe's `fine_tune_after` never change, so their output for each photo and
 its mirror image is computed once, in batches, and kept on disk (ActivationStore: one float16 file per photo
 content, in a folder named after the frozen layers' weights), so a retrain after a few corrections, in this
-process or a later one, computes only the new photos. The head (dropout + softmax) learns on the pooled
-features in many cheap epochs; then the layers after the cache point and the head train together for a few
-epochs at a low learning rate, batch-norm statistics frozen. The model that comes out is the one Keras model
-train() was given, pixels in and probabilities out.
+process or a later one, computes only the new photos; the test photos go through the same cache, and the
+evaluation scores the model from their cached features. The head (dropout + softmax) learns on the pooled
+features of the pretrained blocks after the cut (kept on disk the same way) in many cheap epochs; then those
+blocks and the head train together for a few epochs at a low learning rate, batch-norm statistics frozen.
+The model that comes out is the one Keras model train() was given, pixels in and probabilities out.
 
 train_head() is the quick retrain: only the softmax layer of a trained model learns, on the features of the
 model as it is (through the same disk cache when it has a backbone), starting from its own softmax weights
@@ -87,6 +88,9 @@ class ActivationStore:
 class TransferResult:
     history: dict[str, list[float]]  # head epochs, then fine-tune epochs
     backbone: dict | None  # origin of the weights and what was trained, for the artifact's metadata
+    # The trained model's probabilities for the dataset's test photos, from their cached features (the model
+    # as served computes the same from pixels, to float16 rounding); None: run the model on them.
+    test_probabilities: np.ndarray | None = None
 
 
 def photo_digest(pixels: np.ndarray) -> str:
@@ -266,17 +270,34 @@ def _model_features(
     return np.stack([found[digest] for digest in digests]), len(missing)
 
 
-def _keep_model_features(
+def _tail_features(
     *, reader: ActivationReader, tail: keras.Model, activations: np.ndarray, features_dir: pathlib.Path | None
-) -> None:
-    """Writes the tail's pooled features of the photos of the reader's last read (their activations given)
-    for the next quick retrain of this model."""
+) -> np.ndarray:
+    """float16 pooled features of the tail, as its weights are now, for the photos of the reader's last read
+    (their activations given): from this tail's disk cache where it has them, the rest computed and written
+    there (all computed without a cache)."""
     store = _model_features_store(reader=reader, tail=tail, features_dir=features_dir)
-    if store is None:
-        return
-    features = _pooled_features(tail, activations).astype(np.float16)
-    for digest, value in zip(reader.digests, features, strict=True):
-        store.put(digest, value)
+    found = {digest: store.get(digest) if store is not None else None for digest in reader.digests}
+    missing: dict[str, int] = {}
+    for index, digest in enumerate(reader.digests):
+        if found[digest] is None:
+            missing.setdefault(digest, index)
+    if missing:
+        computed = _pooled_features(tail, activations[list(missing.values())]).astype(np.float16)
+        for digest, value in zip(missing, computed, strict=True):
+            found[digest] = value
+            if store is not None:
+                store.put(digest, value)
+    if not reader.digests:
+        return np.zeros((0, *tail.output_shape[1:]), dtype=np.float16)
+    return np.stack([found[digest] for digest in reader.digests])
+
+
+def _probabilities(head: keras.Model, features: np.ndarray) -> np.ndarray:
+    """The head's category probabilities (dropout off) for pooled features."""
+    if len(features) == 0:
+        return np.zeros((0, head.output_shape[-1]), dtype=np.float32)
+    return np.asarray(head.predict(features.astype(np.float32), batch_size=256, verbose=0), dtype=np.float32)
 
 
 def _compile(model: keras.Model, *, optimizer: keras.optimizers.Optimizer, recipe: Recipe) -> None:
@@ -320,8 +341,11 @@ def train_on_backbone(
     )
     features_started = time.monotonic()
     # Each photo and its mirror image: clothes look the same mirrored, a free second example.
-    views = reader.read([dataset.x_train, _mirror(dataset.x_train), dataset.x_val])
-    x_train, val_views = views[: 2 * len(dataset.x_train)], views[2 * len(dataset.x_train) :]
+    # The test photos too: the evaluation and the next quick retrain then read them from the cache.
+    views = reader.read([dataset.x_train, _mirror(dataset.x_train), dataset.x_val, dataset.x_test])
+    train_end = 2 * len(dataset.x_train)
+    x_train = views[:train_end]
+    val_views = views[train_end : train_end + len(dataset.x_val)]
     y_train = np.concatenate([dataset.y_train, dataset.y_train])
     feature_seconds = time.monotonic() - features_started
     tail = keras.Model(backbone.get_layer(cut).output, backbone.output)
@@ -333,12 +357,18 @@ def train_on_backbone(
         return _CachedBatches(x, y, batch_size=batch_size, num_classes=dataset.num_classes, seed=seed)
 
     steps_per_epoch = math.ceil(len(x_train) / batch_size)
+    # The pretrained blocks' features: from disk on a retrain, like the activations they come from.
+    pretrained_features = _tail_features(
+        reader=reader, tail=tail, activations=views, features_dir=features_dir
+    )
     features = keras.Input(shape=tail.output_shape[1:], name="backbone_features")
     head = keras.Model(features, category(dropout(features)), name="head")
     _compile(head, optimizer=recipe.make_optimizer(steps_per_epoch * epochs), recipe=recipe)
     history = head.fit(
-        batches(_pooled_features(tail, x_train), y_train, seed),
-        validation_data=batches(_pooled_features(tail, val_views), dataset.y_val, None),
+        batches(pretrained_features[:train_end], y_train, seed),
+        validation_data=batches(
+            pretrained_features[train_end : train_end + len(dataset.x_val)], dataset.y_val, None
+        ),
         epochs=epochs,
         shuffle=False,  # the batches shuffle themselves, seeded
         verbose=0,
@@ -371,7 +401,13 @@ def train_on_backbone(
         ).history
         history = {key: [*values, *fine_tune_history.get(key, [])] for key, values in history.items()}
     kept_started = time.monotonic()
-    _keep_model_features(reader=reader, tail=tail, activations=views, features_dir=features_dir)
+    test_start = len(views) - len(dataset.x_test)
+    # Kept on disk for this model's quick retrains; without a disk cache only the test photos are needed.
+    test_features = (
+        _tail_features(reader=reader, tail=tail, activations=views, features_dir=features_dir)[test_start:]
+        if features_dir is not None
+        else _pooled_features(tail, views[test_start:])
+    )
 
     return TransferResult(
         history=history,
@@ -385,6 +421,8 @@ def train_on_backbone(
             "feature_seconds": round(feature_seconds, 1),
             "model_features_seconds": round(time.monotonic() - kept_started, 1),
         },
+        # The head's layers are the fine-tuned model's last ones.
+        test_probabilities=_probabilities(head, test_features),
     )
 
 
@@ -441,10 +479,11 @@ def train_head(
         features, features_computed = _model_features(
             reader=reader,
             tail=tail,
-            views=[dataset.x_train, _mirror(dataset.x_train), dataset.x_val],
+            views=[dataset.x_train, _mirror(dataset.x_train), dataset.x_val, dataset.x_test],
             features_dir=features_dir,
         )
-        x_train, x_val = features[:train_views], features[train_views:]
+        val_end = train_views + len(dataset.x_val)
+        x_train, x_val, x_test = features[:train_views], features[train_views:val_end], features[val_end:]
         backbone_metadata = {
             **(backbone_metadata or {}),
             "activations_computed": reader.computed,
@@ -455,6 +494,7 @@ def train_head(
         body = keras.Model(model.input, (dropout or category).input)
         x_train = _pooled_features(body, np.concatenate([dataset.x_train, _mirror(dataset.x_train)]))
         x_val = _pooled_features(body, dataset.x_val)
+        x_test = None
     feature_seconds = time.monotonic() - features_started
     y_train = np.concatenate([dataset.y_train, dataset.y_train])
 
@@ -489,4 +529,8 @@ def train_head(
         )
     if backbone_metadata is not None:
         backbone_metadata = {**backbone_metadata, "feature_seconds": round(feature_seconds, 1)}
-    return model, TransferResult(history=history, backbone=backbone_metadata)
+    return model, TransferResult(
+        history=history,
+        backbone=backbone_metadata,
+        test_probabilities=None if x_test is None else _probabilities(head, x_test),
+    )

@@ -11,6 +11,7 @@ from classifier.ml.architectures import EFFNET_FINE_TUNE_AFTER, EFFNET_VARIANT, 
 from classifier.ml.backbones import efficientnet_lite
 from classifier.ml.backbones.efficientnet_lite import pretrained_efficientnet_lite, weights_origin
 from classifier.ml.datasets import Dataset, load_dataset
+from classifier.ml.evaluate import predict_probabilities
 from classifier.ml.serving import Classifier
 from classifier.ml.train import TrainingError, TrainResult, train, train_quick
 from classifier.ml.transfer import ActivationReader
@@ -123,7 +124,8 @@ def test_training_again_on_the_same_photos_reuses_their_activations_from_disk(
 
     again = train(dataset=shapes, arch=ARCH, epochs=1, out_dir=tmp_path / "again", features_dir=features_dir)
 
-    assert first["activations_computed"] == len(cached) == 2 * len(shapes.x_train) + len(shapes.x_val)
+    photos = 2 * len(shapes.x_train) + len(shapes.x_val) + len(shapes.x_test)
+    assert first["activations_computed"] == len(cached) == photos
     assert again.metrics["test_images"] == len(shapes.x_test)
     assert Classifier.load(again.artifact_dir).metadata["backbone"]["activations_computed"] == 0
 
@@ -152,7 +154,9 @@ def test_a_changed_backbone_misses_the_cache_and_a_corrupt_file_is_computed_agai
     stored = sorted((tmp_path / first.key).glob("*.npy"))
     stored[0].write_bytes(b"not an array")
     repaired = _reader(model, tmp_path)
-    assert np.array_equal(repaired.read([photos]), before) and repaired.computed == 1
+    # Computed alone rather than in a batch of 4: on some CPUs (AVX2-only AMD EPYC) the sums run in another
+    # order, so the last float16 bits may differ.
+    assert np.allclose(repaired.read([photos]), before, rtol=1e-2, atol=1e-2) and repaired.computed == 1
 
     stem = next(layer for layer in model.get_layer(f"efficientnet_{EFFNET_VARIANT}").layers if layer.weights)
     stem.set_weights([weight * 1.5 for weight in stem.get_weights()])
@@ -224,6 +228,26 @@ def test_a_full_run_leaves_its_models_features_so_its_quick_retrain_runs_no_bloc
     )
 
 
+def test_the_test_figures_recorded_are_the_served_models_own_on_the_test_photos(
+    shapes: Dataset, trained: tuple, features_dir: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    quick = train_quick(
+        dataset=shapes,
+        base_dir=trained[0].artifact_dir,
+        epochs=1,
+        out_dir=tmp_path / "q",
+        features_dir=features_dir,
+    )
+
+    for result in (trained[0], quick):
+        served = Classifier.load(result.artifact_dir)
+        probabilities = predict_probabilities(model=served.model, x=shapes.x_test)
+        loss = -np.log(np.clip(probabilities[np.arange(len(shapes.y_test)), shapes.y_test], 1e-7, 1.0)).mean()
+        assert result.metrics["test_images"] == len(shapes.x_test)
+        assert result.metrics["test_accuracy"] == np.mean(probabilities.argmax(axis=1) == shapes.y_test)
+        assert result.metrics["test_loss"] == pytest.approx(loss, rel=1e-2)
+
+
 def test_quick_retrain_on_other_categories_starts_a_new_softmax(
     shapes: Dataset, trained: tuple, features_dir: pathlib.Path, tmp_path: pathlib.Path
 ) -> None:
@@ -244,7 +268,8 @@ def test_quick_retrain_on_other_categories_starts_a_new_softmax(
     served = Classifier.load(quick.artifact_dir)
     assert served.class_names == list(SHAPE_CLASSES[:2])
     assert served.model.output_shape[-1] == 2
-    # The same photos as the full run's, split otherwise: only those its test split held are new.
+    # The same photos as the full run's, split otherwise: only the mirror images of those its validation and
+    # test splits held are new.
     computed = served.metadata["backbone"]["activations_computed"]
     assert 0 < computed < len(two.x_train)
     assert served.metadata["backbone"]["model_features_computed"] == computed
