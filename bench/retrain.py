@@ -3,11 +3,13 @@ new photos (the README's "Measured figures").
 
     python bench/retrain.py                  # all three, about half an hour on 2 cores
     python bench/retrain.py --quick-only     # one full run to start from (cold cache), then the quick one
+    python bench/retrain.py --quick-only --features-dir var/bench/features   # the second time: warm
 
 The full runs train on the training photos less the last --new ones; the quick run starts from the warm full
 run's model and adds them, as after a few corrections in the review queue. Each line names the validation
-(clothing-small/validation) and held-out test (carved from train) accuracy. Runs without Django; the cache
-and the models go to a temporary directory, removed afterwards.
+(clothing-small/validation) and held-out test (carved from train) accuracy. Runs without Django; the models
+go to a temporary directory, removed afterwards, and so does the cache unless --features-dir names a folder
+to keep it in (a full run's label then says whether the cache was cold or warm).
 """
 
 import argparse
@@ -37,6 +39,13 @@ def without_last(dataset: Dataset, count: int) -> Dataset:
     return dataclasses.replace(dataset, x_train=dataset.x_train[:-count], y_train=dataset.y_train[:-count])
 
 
+def cache_label(result: TrainResult, *, cache_was_empty: bool) -> str:
+    if cache_was_empty:
+        return "full, cold cache"
+    computed = read_metadata(result.artifact_dir)["backbone"]["activations_computed"]
+    return "full, warm cache" if computed == 0 else f"full, cache lacked {computed} views"
+
+
 def line(label: str, result: TrainResult, wall: float) -> str:
     backbone = read_metadata(result.artifact_dir)["backbone"] or {}
     return (
@@ -62,6 +71,12 @@ def main() -> None:
         action="store_true",
         help="one full run (cold cache) to start from, then the quick one",
     )
+    parser.add_argument(
+        "--features-dir",
+        type=pathlib.Path,
+        default=None,
+        help="keep the feature cache in this folder (default: a temporary one, so the first run starts cold)",
+    )
     args = parser.parse_args()
     print(configure_tensorflow())
     print(machine_line())
@@ -74,10 +89,10 @@ def main() -> None:
     )
     lines = []
     with tempfile.TemporaryDirectory(prefix="vitrine-retrain-") as scratch:
-        features_dir = pathlib.Path(scratch) / "features"
-        runs = ["full, cold cache"] if args.quick_only else ["full, cold cache", "full, warm cache"]
+        features_dir = args.features_dir or pathlib.Path(scratch) / "features"
         full = None
-        for number, label in enumerate(runs):
+        for number in range(1 if args.quick_only else 2):
+            cache_was_empty = not features_dir.is_dir() or not any(features_dir.iterdir())
             started = time.monotonic()
             full = train(
                 dataset=before,
@@ -86,6 +101,7 @@ def main() -> None:
                 out_dir=pathlib.Path(scratch) / f"full-{number}",
                 features_dir=features_dir,
             )
+            label = cache_label(full, cache_was_empty=cache_was_empty)
             lines.append(line(label, full, time.monotonic() - started))
             print(lines[-1], flush=True)
         started = time.monotonic()
