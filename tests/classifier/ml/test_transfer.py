@@ -167,18 +167,23 @@ def test_a_changed_backbone_misses_the_cache_and_a_corrupt_file_is_computed_agai
     assert not np.allclose(after, before)
 
 
-def test_quick_retrain_trains_only_the_softmax_on_cached_activations(
-    shapes: Dataset, trained: tuple, features_dir: pathlib.Path, tmp_path: pathlib.Path
-) -> None:
-    base = Classifier.load(trained[0].artifact_dir).model
-
-    quick = train_quick(
+@pytest.fixture(scope="module")
+def quick(
+    shapes: Dataset, trained: tuple, features_dir: pathlib.Path, tmp_path_factory: pytest.TempPathFactory
+) -> TrainResult:
+    return train_quick(
         dataset=shapes,
         base_dir=trained[0].artifact_dir,
         epochs=2,
-        out_dir=tmp_path / "q",
+        out_dir=tmp_path_factory.mktemp("quick") / "q",
         features_dir=features_dir,
     )
+
+
+def test_quick_retrain_trains_only_the_softmax_on_cached_activations(
+    shapes: Dataset, trained: tuple, quick: TrainResult
+) -> None:
+    base = Classifier.load(trained[0].artifact_dir).model
 
     served = Classifier.load(quick.artifact_dir)
     assert served.metadata["kind"] == "quick"
@@ -229,16 +234,8 @@ def test_a_full_run_leaves_its_models_features_so_its_quick_retrain_runs_no_bloc
 
 
 def test_the_test_figures_recorded_are_the_served_models_own_on_the_test_photos(
-    shapes: Dataset, trained: tuple, features_dir: pathlib.Path, tmp_path: pathlib.Path
+    shapes: Dataset, trained: tuple, quick: TrainResult
 ) -> None:
-    quick = train_quick(
-        dataset=shapes,
-        base_dir=trained[0].artifact_dir,
-        epochs=1,
-        out_dir=tmp_path / "q",
-        features_dir=features_dir,
-    )
-
     for result in (trained[0], quick):
         served = Classifier.load(result.artifact_dir)
         probabilities = predict_probabilities(model=served.model, x=shapes.x_test)
