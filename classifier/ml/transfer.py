@@ -245,22 +245,23 @@ def _model_features_store(
     )
 
 
-def _model_features(
-    *, reader: ActivationReader, tail: keras.Model, views: list[np.ndarray], features_dir: pathlib.Path | None
+def _features_from_store(
+    *,
+    store: ActivationStore | None,
+    digests: list[str],
+    tail: keras.Model,
+    compute: Callable[[list[int]], np.ndarray],
 ) -> tuple[np.ndarray, int]:
-    """(float16 pooled features of the photos of all views in order, how many were computed): from the disk
-    cache of this tail's features where it has them, else the front's activations through the tail."""
-    store = _model_features_store(reader=reader, tail=tail, features_dir=features_dir)
-    located = [(v, i) for v, photos in enumerate(views) for i in range(len(photos))]
-    digests = [photo_digest(views[v][i]) for v, i in located]
-    found = {digest: store.get(digest) if store is not None else None for digest in set(digests)}
-    missing: dict[str, tuple[int, int]] = {}
-    for digest, place in zip(digests, located, strict=True):
-        if found[digest] is None and digest not in missing:
-            missing[digest] = place
+    """(float16 pooled features of the tail for the photos with these content digests, in order, how many
+    were computed): from the store where it has them; compute(places, the first of each missing photo) gives
+    the tail's input for the rest, whose features are then written to the store."""
+    found = {digest: store.get(digest) if store is not None else None for digest in digests}
+    missing: dict[str, int] = {}
+    for place, digest in enumerate(digests):
+        if found[digest] is None:
+            missing.setdefault(digest, place)
     if missing:
-        pixels = np.stack([views[v][i] for v, i in missing.values()])
-        computed = _pooled_features(tail, reader.read([pixels])).astype(np.float16)
+        computed = _pooled_features(tail, compute(list(missing.values()))).astype(np.float16)
         for digest, value in zip(missing, computed, strict=True):
             found[digest] = value
             if store is not None:
@@ -270,27 +271,33 @@ def _model_features(
     return np.stack([found[digest] for digest in digests]), len(missing)
 
 
+def _model_features(
+    *, reader: ActivationReader, tail: keras.Model, views: list[np.ndarray], features_dir: pathlib.Path | None
+) -> tuple[np.ndarray, int]:
+    """(float16 pooled features of the photos of all views in order, how many were computed): from the disk
+    cache of this tail's features where it has them, else the front's activations through the tail."""
+    photos = [photo for view in views for photo in view]
+    return _features_from_store(
+        store=_model_features_store(reader=reader, tail=tail, features_dir=features_dir),
+        digests=[photo_digest(photo) for photo in photos],
+        tail=tail,
+        compute=lambda places: reader.read([np.stack([photos[place] for place in places])]),
+    )
+
+
 def _tail_features(
     *, reader: ActivationReader, tail: keras.Model, activations: np.ndarray, features_dir: pathlib.Path | None
 ) -> np.ndarray:
     """float16 pooled features of the tail, as its weights are now, for the photos of the reader's last read
     (their activations given): from this tail's disk cache where it has them, the rest computed and written
     there (all computed without a cache)."""
-    store = _model_features_store(reader=reader, tail=tail, features_dir=features_dir)
-    found = {digest: store.get(digest) if store is not None else None for digest in reader.digests}
-    missing: dict[str, int] = {}
-    for index, digest in enumerate(reader.digests):
-        if found[digest] is None:
-            missing.setdefault(digest, index)
-    if missing:
-        computed = _pooled_features(tail, activations[list(missing.values())]).astype(np.float16)
-        for digest, value in zip(missing, computed, strict=True):
-            found[digest] = value
-            if store is not None:
-                store.put(digest, value)
-    if not reader.digests:
-        return np.zeros((0, *tail.output_shape[1:]), dtype=np.float16)
-    return np.stack([found[digest] for digest in reader.digests])
+    features, _ = _features_from_store(
+        store=_model_features_store(reader=reader, tail=tail, features_dir=features_dir),
+        digests=reader.digests,
+        tail=tail,
+        compute=lambda places: activations[places],
+    )
+    return features
 
 
 def _probabilities(head: keras.Model, features: np.ndarray) -> np.ndarray:
