@@ -1,87 +1,38 @@
-"""Training on a pretrained backbone: activations once per photo, a head on them, then a short fine-tune.
+"""Training on a pretrained backbone: a head on cached features, then a short fine-tune.
 
-The backbone's layers up to the recipe's `fine_tune_after` never change, so their output for each photo and
-its mirror image is computed once, in batches, and kept on disk (ActivationStore: one float16 file per photo
-content, in a folder named after the frozen layers' weights), so a retrain after a few corrections, in this
-process or a later one, computes only the new photos; the test photos go through the same cache, and the
-evaluation scores the model from their cached features. The head (dropout + softmax) learns on the pooled
-features of the pretrained blocks after the cut (kept on disk the same way) in many cheap epochs; then those
-blocks and the head train together for a few epochs at a low learning rate, batch-norm statistics frozen.
-The model that comes out is the one Keras model train() was given, pixels in and probabilities out.
+The frozen front's activations for each photo and its mirror image, and the test photos', come through the
+disk cache of classifier.ml.feature_cache; the evaluation scores the model from the test photos' cached
+features. The head (dropout + softmax) learns on the pooled features of the pretrained blocks after the cut
+(kept on disk the same way) in many cheap epochs; then those blocks and the head train together for a few
+epochs at a low learning rate, batch-norm statistics frozen. The model that comes out is the one Keras
+model train() was given, pixels in and probabilities out.
 
 train_head() is the quick retrain: only the softmax layer of a trained model learns, on the features of the
 model as it is (through the same disk cache when it has a backbone), starting from its own softmax weights
-when the categories are the same. Those features (the pooled output of the blocks after the cut, which the
-fine-tune changed) are kept on disk too, one float16 file per photo in a folder named after those blocks'
-weights: a full run leaves them for its model's first quick retrain, and a quick retrain, which leaves the
-blocks as they are, for the next one; either then runs the blocks only over the photos it has not seen.
+when the categories are the same. A full run leaves its model's features on disk for the first quick
+retrain, and a quick retrain, which leaves the blocks as they are, for the next one; either then runs the
+blocks only over the photos it has not seen.
 """
 
-import hashlib
-import logging
 import math
-import os
 import pathlib
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from classifier.ml.architectures import Recipe
 from classifier.ml.backbones.efficientnet_lite import weights_origin
 from classifier.ml.datasets import Dataset
+from classifier.ml.feature_cache import ActivationReader, model_features, pooled_features, tail_features
 
-logger = logging.getLogger(__name__)
-
-ACTIVATION_CHUNK = 32
-# A progress event every few seconds while activations are computed, so people see the run is alive.
-FEATURE_EVENT_INTERVAL_S = 5.0
-# The layer whose input is what the head learns on: the backbone's pooled output, or the softmax's input.
 HEAD_DROPOUT = "head_dropout"
 CATEGORY = "category"
 
 # (stage, epochs done in earlier stages) -> the Keras callbacks for that stage's fit (progress, cancelling).
 EpochCallbacks = Callable[[str, int], list[keras.callbacks.Callback]]
-
-
-class ActivationStore:
-    """Activations on disk: <folder>/<photo content sha256>.npy, float16, one folder per frozen front.
-
-    Writes go through a temporary file and os.replace, so a reader never sees half a file; a file that
-    cannot be read back (cut short, another shape) counts as missing and is computed again.
-    """
-
-    def __init__(self, folder: pathlib.Path, *, shape: tuple[int, ...]) -> None:
-        self.folder = pathlib.Path(folder)
-        self._shape = tuple(shape)
-
-    def get(self, digest: str) -> np.ndarray | None:
-        path = self.folder / f"{digest}.npy"
-        try:
-            value = np.load(path, allow_pickle=False)
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, EOFError) as error:
-            logger.warning("%s: unreadable cached activations, computing them again (%s)", path, error)
-            return None
-        if value.shape != self._shape or value.dtype != np.float16:
-            logger.warning("%s: cached activations of shape %s, computing them again", path, value.shape)
-            return None
-        return value
-
-    def put(self, digest: str, value: np.ndarray) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        partial = self.folder / f".{digest}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial"
-        try:
-            with partial.open("wb") as file:
-                np.save(file, value.astype(np.float16), allow_pickle=False)
-            os.replace(partial, self.folder / f"{digest}.npy")
-        finally:
-            partial.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -93,108 +44,8 @@ class TransferResult:
     test_probabilities: np.ndarray | None = None
 
 
-def photo_digest(pixels: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(pixels).data).hexdigest()
-
-
-def weights_digest(model: keras.Model) -> str:
-    """sha256 of every weight of the model: another backbone, or the same one changed, gives another."""
-    digest = hashlib.sha256()
-    for weight in model.weights:
-        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
-    return digest.hexdigest()
-
-
-def model_features_key(activations_key: str, tail: keras.Model) -> str:
-    """The folder of the pooled features of the blocks after the cut: their front's key and their weights."""
-    return f"{activations_key}-pooled-{weights_digest(tail)[:16]}"
-
-
 def _mirror(pixels: np.ndarray) -> np.ndarray:
     return pixels[:, :, ::-1]
-
-
-class ActivationReader:
-    """The frozen front of the backbone (up to `cut`), one compiled call per chunk of photos, through the
-    disk cache under features_dir (None: no cache, every photo computed)."""
-
-    def __init__(
-        self,
-        *,
-        model: keras.Model,
-        backbone: keras.Model,
-        cut: str,
-        features_dir: pathlib.Path | None,
-        report: Callable[[dict], None],
-        stop_requested: Callable[[], None],
-    ) -> None:
-        front = keras.Model(backbone.input, backbone.get_layer(cut).output)
-        # Scaling, grey to colour, resizing: the straight chain of layers between the pixels and the backbone.
-        before_backbone = model.layers[1 : model.layers.index(backbone)]
-
-        def activations(pixels: tf.Tensor) -> tf.Tensor:
-            for layer in before_backbone:
-                pixels = layer(pixels)
-            return front(pixels, training=False)
-
-        self._activations = tf.function(
-            activations, input_signature=[tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)]
-        )
-        self._shape = tuple(front.output.shape[1:])
-        # What the cached values depend on: the backbone, where it is cut, the photos' shape, the weights.
-        side = "x".join(str(value) for value in model.input_shape[1:])
-        self.key = f"{backbone.name}-{cut}-{side}-{weights_digest(front)[:16]}"
-        self._store = (
-            ActivationStore(pathlib.Path(features_dir) / self.key, shape=self._shape)
-            if features_dir is not None
-            else None
-        )
-        self._report = report
-        self._stop_requested = stop_requested
-        self.computed = 0  # activations this reader had to compute (the rest came from the cache)
-        self.digests: list[str] = []  # the last read's photos' content digests, in order
-
-    def read(self, views: list[np.ndarray]) -> np.ndarray:
-        """float16 activations of the photos of all views, in order, computing only what the cache lacks."""
-        digests = [[photo_digest(photo) for photo in photos] for photos in views]
-        found: dict[str, np.ndarray | None] = {}
-        for view_digests in digests:
-            for digest in view_digests:
-                if digest not in found:
-                    found[digest] = self._store.get(digest) if self._store is not None else None
-        missing: dict[str, tuple[int, int]] = {}
-        for v, view_digests in enumerate(digests):
-            for i, digest in enumerate(view_digests):
-                if found[digest] is None and digest not in missing:
-                    missing[digest] = (v, i)
-        todo = list(missing.items())
-        started = last_event = time.monotonic()
-        for start in range(0, len(todo), ACTIVATION_CHUNK):
-            self._stop_requested()
-            chunk = todo[start : start + ACTIVATION_CHUNK]
-            pixels = np.stack([views[v][i] for _, (v, i) in chunk]).astype(np.float32)
-            for (digest, _), value in zip(chunk, np.asarray(self._activations(pixels)), strict=True):
-                found[digest] = value.astype(np.float16)
-                if self._store is not None:
-                    self._store.put(digest, found[digest])
-            self.computed += len(chunk)
-            now = time.monotonic()
-            done = start + len(chunk)
-            if now - last_event >= FEATURE_EVENT_INTERVAL_S or done == len(todo):
-                last_event = now
-                elapsed = now - started
-                self._report(
-                    {
-                        "stage": "features",
-                        "photos": done,
-                        "of": len(todo),
-                        "elapsed_s": elapsed,
-                        "eta_s": elapsed / done * (len(todo) - done),
-                    }
-                )
-        self.digests = [digest for view_digests in digests for digest in view_digests]
-        ordered = [found[digest] for digest in self.digests]
-        return np.stack(ordered) if ordered else np.zeros((0, *self._shape), dtype=np.float16)
 
 
 class _CachedBatches(keras.utils.PyDataset):
@@ -220,84 +71,6 @@ class _CachedBatches(keras.utils.PyDataset):
     def on_epoch_end(self) -> None:
         if self._rng is not None:
             self._rng.shuffle(self._order)
-
-
-def _pooled_features(tail: keras.Model, activations: np.ndarray) -> np.ndarray:
-    """The backbone's pooled output for cached activations (the fixed part the head learns on)."""
-    features = tf.function(
-        lambda values: tail(values, training=False),
-        input_signature=[tf.TensorSpec((None, *tail.input_shape[1:]), tf.float32)],
-    )
-    parts = [
-        np.asarray(features(activations[start : start + 256].astype(np.float32)))
-        for start in range(0, len(activations), 256)
-    ]
-    return np.concatenate(parts) if parts else np.zeros((0, tail.output_shape[-1]), dtype=np.float32)
-
-
-def _model_features_store(
-    *, reader: ActivationReader, tail: keras.Model, features_dir: pathlib.Path | None
-) -> ActivationStore | None:
-    if features_dir is None:
-        return None
-    return ActivationStore(
-        pathlib.Path(features_dir) / model_features_key(reader.key, tail), shape=tail.output_shape[1:]
-    )
-
-
-def _features_from_store(
-    *,
-    store: ActivationStore | None,
-    digests: list[str],
-    tail: keras.Model,
-    compute: Callable[[list[int]], np.ndarray],
-) -> tuple[np.ndarray, int]:
-    """(float16 pooled features of the tail for the photos with these content digests, in order, how many
-    were computed): from the store where it has them; compute(places, the first of each missing photo) gives
-    the tail's input for the rest, whose features are then written to the store."""
-    found = {digest: store.get(digest) if store is not None else None for digest in digests}
-    missing: dict[str, int] = {}
-    for place, digest in enumerate(digests):
-        if found[digest] is None:
-            missing.setdefault(digest, place)
-    if missing:
-        computed = _pooled_features(tail, compute(list(missing.values()))).astype(np.float16)
-        for digest, value in zip(missing, computed, strict=True):
-            found[digest] = value
-            if store is not None:
-                store.put(digest, value)
-    if not digests:
-        return np.zeros((0, *tail.output_shape[1:]), dtype=np.float16), 0
-    return np.stack([found[digest] for digest in digests]), len(missing)
-
-
-def _model_features(
-    *, reader: ActivationReader, tail: keras.Model, views: list[np.ndarray], features_dir: pathlib.Path | None
-) -> tuple[np.ndarray, int]:
-    """(float16 pooled features of the photos of all views in order, how many were computed): from the disk
-    cache of this tail's features where it has them, else the front's activations through the tail."""
-    photos = [photo for view in views for photo in view]
-    return _features_from_store(
-        store=_model_features_store(reader=reader, tail=tail, features_dir=features_dir),
-        digests=[photo_digest(photo) for photo in photos],
-        tail=tail,
-        compute=lambda places: reader.read([np.stack([photos[place] for place in places])]),
-    )
-
-
-def _tail_features(
-    *, reader: ActivationReader, tail: keras.Model, activations: np.ndarray, features_dir: pathlib.Path | None
-) -> np.ndarray:
-    """float16 pooled features of the tail, as its weights are now, for the photos of the reader's last read
-    (their activations given): from this tail's disk cache where it has them, the rest computed and written
-    there (all computed without a cache)."""
-    features, _ = _features_from_store(
-        store=_model_features_store(reader=reader, tail=tail, features_dir=features_dir),
-        digests=reader.digests,
-        tail=tail,
-        compute=lambda places: activations[places],
-    )
-    return features
 
 
 def _probabilities(head: keras.Model, features: np.ndarray) -> np.ndarray:
@@ -365,7 +138,7 @@ def train_on_backbone(
 
     steps_per_epoch = math.ceil(len(x_train) / batch_size)
     # The pretrained blocks' features: from disk on a retrain, like the activations they come from.
-    pretrained_features = _tail_features(
+    pretrained_features = tail_features(
         reader=reader, tail=tail, activations=views, features_dir=features_dir
     )
     features = keras.Input(shape=tail.output_shape[1:], name="backbone_features")
@@ -411,9 +184,9 @@ def train_on_backbone(
     test_start = len(views) - len(dataset.x_test)
     # Kept on disk for this model's quick retrains; without a disk cache only the test photos are needed.
     test_features = (
-        _tail_features(reader=reader, tail=tail, activations=views, features_dir=features_dir)[test_start:]
+        tail_features(reader=reader, tail=tail, activations=views, features_dir=features_dir)[test_start:]
         if features_dir is not None
-        else _pooled_features(tail, views[test_start:])
+        else pooled_features(tail, views[test_start:])
     )
 
     return TransferResult(
@@ -483,7 +256,7 @@ def train_head(
             stop_requested=stop_requested,
         )
         tail = keras.Model(backbone.get_layer(cut).output, backbone.output)
-        features, features_computed = _model_features(
+        features, features_computed = model_features(
             reader=reader,
             tail=tail,
             views=[dataset.x_train, _mirror(dataset.x_train), dataset.x_val, dataset.x_test],
@@ -499,8 +272,8 @@ def train_head(
         }
     else:
         body = keras.Model(model.input, (dropout or category).input)
-        x_train = _pooled_features(body, np.concatenate([dataset.x_train, _mirror(dataset.x_train)]))
-        x_val = _pooled_features(body, dataset.x_val)
+        x_train = pooled_features(body, np.concatenate([dataset.x_train, _mirror(dataset.x_train)]))
+        x_val = pooled_features(body, dataset.x_val)
         x_test = None
     feature_seconds = time.monotonic() - features_started
     y_train = np.concatenate([dataset.y_train, dataset.y_train])

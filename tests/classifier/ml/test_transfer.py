@@ -12,9 +12,9 @@ from classifier.ml.backbones import efficientnet_lite
 from classifier.ml.backbones.efficientnet_lite import pretrained_efficientnet_lite, weights_origin
 from classifier.ml.datasets import Dataset, load_dataset
 from classifier.ml.evaluate import predict_probabilities
+from classifier.ml.feature_cache import ActivationReader
 from classifier.ml.serving import Classifier
 from classifier.ml.train import TrainingError, TrainResult, train, train_quick
-from classifier.ml.transfer import ActivationReader
 from tests.classifier.ml.conftest import SHAPE_CLASSES, write_shape_photos
 
 ARCH = "effnet_lite2"
