@@ -40,8 +40,10 @@ EFFNET_HEAD_PEAK_LEARNING_RATE = 1e-3
 EFFNET_HEAD_WEIGHT_DECAY = 1e-2
 EFFNET_HEAD_WARMUP_FRACTION = 0.1
 EFFNET_LABEL_SMOOTHING = 0.1
-# Activations are cached at this layer's output; the blocks after it are fine-tuned.
-EFFNET_FINE_TUNE_AFTER = "block14_add"
+# Activations are cached at this layer's output; the blocks after it (19, 20 and the 1x1 convolution to 1280
+# features) are fine-tuned. After block14_add (blocks 15-20) held-out accuracy was 1.3 pp higher, but a warm
+# full retrain on 2 AVX2-only cores took 1,297 s against 389 s (README, Measured figures, Retraining).
+EFFNET_FINE_TUNE_AFTER = "block18_add"
 EFFNET_FINE_TUNE_EPOCHS = 3
 EFFNET_FINE_TUNE_LEARNING_RATE = 2e-4
 EFFNET_FINE_TUNE_WEIGHT_DECAY = 1e-2
