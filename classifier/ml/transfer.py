@@ -28,6 +28,7 @@ from classifier.ml.backbones.efficientnet_lite import weights_origin
 from classifier.ml.datasets import Dataset
 from classifier.ml.feature_cache import ActivationReader, model_features, pooled_features, tail_features
 
+# The layer whose input is what the head learns on: the backbone's pooled output, or the softmax's input.
 HEAD_DROPOUT = "head_dropout"
 CATEGORY = "category"
 
