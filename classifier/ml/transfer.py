@@ -14,6 +14,7 @@ retrain, and a quick retrain, which leaves the blocks as they are, for the next 
 blocks only over the photos it has not seen.
 """
 
+import functools
 import math
 import pathlib
 import time
@@ -74,6 +75,15 @@ class _CachedBatches(keras.utils.PyDataset):
             self._rng.shuffle(self._order)
 
 
+def _batches(
+    x: np.ndarray, y: np.ndarray, seed: int | None, *, batch_size: int, num_classes: int
+) -> _CachedBatches | None:
+    """(x, y) in batches, reshuffled per epoch when seeded; None for no rows (fit then skips validation)."""
+    if len(x) == 0:
+        return None
+    return _CachedBatches(x, y, batch_size=batch_size, num_classes=num_classes, seed=seed)
+
+
 def _probabilities(head: keras.Model, features: np.ndarray) -> np.ndarray:
     """The head's category probabilities (dropout off) for pooled features."""
     if len(features) == 0:
@@ -132,10 +142,7 @@ def train_on_backbone(
     tail = keras.Model(backbone.get_layer(cut).output, backbone.output)
     dropout, category = model.get_layer("head_dropout"), model.get_layer("category")
 
-    def batches(x: np.ndarray, y: np.ndarray, seed: int | None) -> _CachedBatches | None:
-        if len(x) == 0:
-            return None
-        return _CachedBatches(x, y, batch_size=batch_size, num_classes=dataset.num_classes, seed=seed)
+    batches = functools.partial(_batches, batch_size=batch_size, num_classes=dataset.num_classes)
 
     steps_per_epoch = math.ceil(len(x_train) / batch_size)
     # The pretrained blocks' features: from disk on a retrain, like the activations they come from.
@@ -290,10 +297,7 @@ def train_head(
         head, optimizer=recipe.make_optimizer(math.ceil(len(x_train) / batch_size) * epochs), recipe=recipe
     )
 
-    def batches(x: np.ndarray, y: np.ndarray, seed: int | None) -> _CachedBatches | None:
-        if len(x) == 0:
-            return None
-        return _CachedBatches(x, y, batch_size=batch_size, num_classes=dataset.num_classes, seed=seed)
+    batches = functools.partial(_batches, batch_size=batch_size, num_classes=dataset.num_classes)
 
     history = head.fit(
         batches(x_train, y_train, seed),
