@@ -140,7 +140,7 @@ def train_on_backbone(
     y_train = np.concatenate([dataset.y_train, dataset.y_train])
     feature_seconds = time.monotonic() - features_started
     tail = keras.Model(backbone.get_layer(cut).output, backbone.output)
-    dropout, category = model.get_layer("head_dropout"), model.get_layer("category")
+    dropout, category = model.get_layer(HEAD_DROPOUT), model.get_layer(CATEGORY)
 
     batches = functools.partial(_batches, batch_size=batch_size, num_classes=dataset.num_classes)
 
