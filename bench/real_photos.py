@@ -30,6 +30,7 @@ from classifier.ml.evaluate import (  # noqa: E402
     format_report,
     predict_probabilities,
 )
+from classifier.ml.formats import format_duration  # noqa: E402
 from classifier.ml.preprocess import ImageError, open_image, to_array  # noqa: E402
 from classifier.ml.serving import Classifier, configure_tensorflow  # noqa: E402
 
@@ -150,6 +151,11 @@ def main() -> None:
         f"model: {model_dir} ({model_source}; {metadata['architecture']}, {len(classifier.class_names)} "
         f"categories, created {metadata.get('created_at', '?')})"
     )
+    if "seconds" in metadata:
+        print(
+            f"trained in {format_duration(metadata['seconds'])} ({metadata['seconds']:.0f} s) on "
+            f"{metadata.get('machine', 'a machine the artifact does not name')}"
+        )
     print(f"photos: {len(y)} from {args.folder}{f' ({len(skipped)} skipped)' if skipped else ''}")
     started = time.monotonic()
     # Calibrated as serving calibrates them, so the artifact's threshold means the same here.

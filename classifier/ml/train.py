@@ -22,7 +22,7 @@ from classifier.ml.backbones.efficientnet_lite import backbone_available, varian
 from classifier.ml.datasets import Dataset
 from classifier.ml.evaluate import TARGET_PRECISION, evaluate
 from classifier.ml.formats import ArtifactError, format_duration
-from classifier.ml.machine import cpu_has_bf16
+from classifier.ml.machine import cpu_has_bf16, machine_line
 from classifier.ml.transfer import train_head, train_on_backbone
 
 logger = logging.getLogger(__name__)
@@ -486,6 +486,8 @@ def _train(
                 "library_versions": library_versions(),
                 "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                 "seconds": round(seconds, 1),
+                # What the time depends on: the same run takes about 3x as long on AVX2-only cores.
+                "machine": machine_line(),
             },
         )
         if out_dir.exists():

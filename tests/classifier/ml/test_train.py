@@ -10,6 +10,7 @@ from classifier.ml.architectures import DEFAULT_ARCH, ArchitectureError
 from classifier.ml.artifact import METADATA_FILE, MODEL_FILE, load_artifact, read_metadata
 from classifier.ml.datasets import Dataset, load_dataset
 from classifier.ml.evaluate import classification_report, confusion_matrix, evaluate, format_report
+from classifier.ml.machine import machine_line
 from classifier.ml.train import TrainingCancelled, TrainingError, format_progress, train
 
 PROGRESS_KEYS = {"epoch", "epochs", "loss", "accuracy", "val_loss", "val_accuracy", "elapsed_s", "eta_s"}
@@ -145,6 +146,9 @@ def test_artifact_holds_model_metadata_and_readable_evaluation(small_fashion, mo
     assert (metadata["data"]["train"], metadata["data"]["val"], metadata["data"]["test"]) == (100, 100, 100)
     assert set(metadata["library_versions"]) == {"tensorflow", "keras", "numpy", "pillow", "python"}
     assert metadata["created_at"].endswith("+00:00")
+    # The training time is only comparable with the CPU it was measured on.
+    assert metadata["seconds"] > 0
+    assert metadata["machine"] == machine_line()
     # pytest.approx compares flat numbers: the per-category thresholds (a nested table) are compared apart.
     flat = {key: value for key, value in result.metrics.items() if key != "class_thresholds"}
     assert {key: metadata["metrics"][key] for key in flat} == pytest.approx(flat)
