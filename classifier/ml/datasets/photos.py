@@ -118,6 +118,29 @@ def _decode_once(
     return x, np.asarray(labels, dtype=np.int64)
 
 
+def _carve_missing_splits(
+    kept: dict[str, tuple[np.ndarray, np.ndarray]], *, seed: int, val_fraction: float, test_fraction: float
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """[train, validation, test]: the splits in `kept`, the test and then the validation split carved from
+    train (stratified, seeded) where missing."""
+    x_train, y_train = kept["train"]
+    splits = dict(kept)
+    rng = np.random.default_rng(seed)
+    if "test" not in splits:
+        test_index, train_index = stratified_take(
+            y_train, count=carve_count(len(y_train), test_fraction), rng=rng
+        )
+        splits["test"] = (x_train[test_index], y_train[test_index])
+        x_train, y_train = x_train[train_index], y_train[train_index]
+    if "validation" not in splits:
+        # The share of all the photos, not of what remains after carving the test split.
+        share = val_fraction / (1.0 - test_fraction) if "test" not in kept else val_fraction
+        val_index, train_index = stratified_take(y_train, count=carve_count(len(y_train), share), rng=rng)
+        splits["validation"] = (x_train[val_index], y_train[val_index])
+        x_train, y_train = x_train[train_index], y_train[train_index]
+    return [(x_train, y_train), splits["validation"], splits["test"]]
+
+
 def load_folder(
     folder: pathlib.Path,
     *,
@@ -171,24 +194,11 @@ def load_folder(
         if not np.any(y_train == label):
             raise DatasetError(f"{train_root / class_name}: class {class_name!r} has no readable photos")
 
-    rng = np.random.default_rng(seed)
-    if "test" not in kept:
-        test_index, train_index = stratified_take(
-            y_train, count=carve_count(len(y_train), test_fraction), rng=rng
-        )
-        kept["test"] = (x_train[test_index], y_train[test_index])
-        x_train, y_train = x_train[train_index], y_train[train_index]
-    if "validation" not in kept:
-        # The share of the whole folder, not of what remains after carving the test split.
-        share = val_fraction / (1.0 - test_fraction) if "test" not in split_folders else val_fraction
-        val_index, train_index = stratified_take(y_train, count=carve_count(len(y_train), share), rng=rng)
-        kept["validation"] = (x_train[val_index], y_train[val_index])
-        x_train, y_train = x_train[train_index], y_train[train_index]
     return make_dataset(
         name=folder.name,
         class_names=class_names,
         style="photo",
-        splits=[(x_train, y_train), kept["validation"], kept["test"]],
+        splits=_carve_missing_splits(kept, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction),
         skipped=skipped,
     )
 
@@ -233,20 +243,12 @@ def load_labelled_files(
         if not np.any(y_all == label):
             raise DatasetError(f"{name}: class {class_name!r} has no readable photos")
 
-    rng = np.random.default_rng(seed)
-    test_index, rest_index = stratified_take(y_all, count=carve_count(len(y_all), test_fraction), rng=rng)
-    x_rest, y_rest = x_all[rest_index], y_all[rest_index]
-    # The share of all photos, not of what remains after carving the test split.
-    share = val_fraction / (1.0 - test_fraction)
-    val_index, train_index = stratified_take(y_rest, count=carve_count(len(y_rest), share), rng=rng)
     return make_dataset(
         name=name,
         class_names=class_names,
         style="photo",
-        splits=[
-            (x_rest[train_index], y_rest[train_index]),
-            (x_rest[val_index], y_rest[val_index]),
-            (x_all[test_index], y_all[test_index]),
-        ],
+        splits=_carve_missing_splits(
+            {"train": (x_all, y_all)}, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction
+        ),
         skipped=skipped,
     )
