@@ -4,14 +4,14 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from catalog.admin_language import language_view
+from catalog.admin.language import language_view
 from config.health import healthz
 from config.media import media_file
 
 urlpatterns = [
     # Probes (docker compose, a load balancer): database, broker and the active model file.
     path("healthz", healthz, name="healthz"),
-    # Before the admin's own URLs, behind its sign-in: each person's language (catalog.admin_language).
+    # Before the admin's own URLs, behind its sign-in: each person's language (catalog.admin.language).
     path("admin/language/", admin.site.admin_view(language_view), name="admin-language"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("catalog.api.urls")),

@@ -9,11 +9,10 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonRes
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.decorators import method_decorator
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
-from django.views.decorators.http import require_POST
 
+from catalog.admin.common import post_only
 from classifier.admin.display import bulk_job_progress, training_run_progress
 from classifier.ml.formats import ARCHITECTURE_EPOCHS
 from classifier.models import BulkJob, TrainingRun
@@ -26,9 +25,6 @@ from classifier.services.training import (
     training_run_create,
     training_run_create_quick,
 )
-
-# Views that change data answer POST only; a link or a prefetch must not start anything.
-post_only = method_decorator(require_POST)
 
 
 class RetrainForm(forms.Form):

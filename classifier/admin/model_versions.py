@@ -10,11 +10,10 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpRe
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.decorators import method_decorator
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
-from django.views.decorators.http import require_POST
 
+from catalog.admin.common import post_only
 from classifier.admin.display import model_versions_compare, percent, report_headline, report_threshold_text
 from classifier.models import ModelActivation, ModelVersion
 from classifier.selectors import (
@@ -28,9 +27,6 @@ from classifier.services.model_versions import (
     model_version_roll_back,
     model_version_threshold,
 )
-
-# Views that change data answer POST only; a link or a prefetch must not switch the model.
-post_only = method_decorator(require_POST)
 
 
 def _roll_back_context() -> dict:

@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from catalog.admin import ProductAdmin
+from catalog.admin.products import ProductAdmin
 from catalog.models import Product
 from classifier.services.bulk import BulkJobError, bulk_job_create
 

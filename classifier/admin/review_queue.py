@@ -16,7 +16,8 @@ from django.urls import path, reverse
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from catalog.admin import ReviewQueueAdmin, post_only
+from catalog.admin.common import post_only
+from catalog.admin.review_queue import ReviewQueueAdmin
 from catalog.models import Product, ReviewQueueItem
 from catalog.services.products import ReviewError, products_file_under_new_category
 from classifier.selectors import review_queue_label_next, review_queue_new_categories

@@ -8,9 +8,8 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonRes
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.decorators import method_decorator
-from django.views.decorators.http import require_POST
 
+from catalog.admin.common import post_only
 from catalog.import_files import COLUMNS_TEXT, PRICE_FORMAT_TEXT, ImportFileError
 from catalog.models import ProductImport
 from catalog.services.imports import (
@@ -24,7 +23,6 @@ from catalog.services.imports import (
 
 # Importing creates and changes products, so it takes both permissions.
 IMPORT_PERMISSIONS = ("catalog.add_product", "catalog.change_product")
-post_only = method_decorator(require_POST)
 
 
 class ProductImportForm(forms.Form):

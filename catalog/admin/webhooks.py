@@ -1,7 +1,5 @@
-"""The admin's webhook pages: the storefront's subscriptions, and every delivery with its attempts and answer.
-
-Registered by catalog.admin (Django discovers admin.py only).
-"""
+"""The admin's webhook pages: the storefront's subscriptions, and every delivery with its attempts and
+answer."""
 
 from django import forms
 from django.contrib import admin, messages
