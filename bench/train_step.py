@@ -1,6 +1,7 @@
 """Where vitrine_cnn's training time goes on this CPU: one training step at its recipe's batch size, timed
-with TensorFlow's defaults, with oneDNN's graph rewrites off, and compiled by XLA; then each convolution
-forward and backward, with the arithmetic rate it reached.
+with TensorFlow's defaults, with oneDNN's graph rewrites off, compiled by XLA, and with Keras' own Conv2D
+(TensorFlow's input-gradient kernel) in place of the model's ForwardGradientConv2D; then each convolution
+forward and backward, with the arithmetic rate it reached, and backward with Keras' own Conv2D.
 
     python bench/train_step.py
     python bench/train_step.py --steps 20
@@ -24,11 +25,12 @@ ARCH = "vitrine_cnn"
 INPUT_SHAPE = (28, 28, 1)
 EPOCH_IMAGES = 60_000  # Fashion-MNIST's training set
 WARM_UP_STEPS = 5
-# (label, extra environment, XLA)
+# (label, extra environment, child)
 SETTINGS = (
-    ("TensorFlow defaults", {}, False),
-    ("TF_ENABLE_ONEDNN_OPTS=0", {"TF_ENABLE_ONEDNN_OPTS": "0"}, False),
-    ("XLA (jit_compile=True)", {}, True),
+    ("TensorFlow defaults", {}, "step"),
+    ("TF_ENABLE_ONEDNN_OPTS=0", {"TF_ENABLE_ONEDNN_OPTS": "0"}, "step"),
+    ("XLA (jit_compile=True)", {}, "xla-step"),
+    ("Keras' own Conv2D", {}, "keras-conv2d-step"),
 )
 
 
@@ -45,7 +47,18 @@ def _model_and_batch(batch_size: int):
     return model, pixels, targets
 
 
-def child(steps: int, jit: bool) -> None:
+def _with_keras_conv2d(layer):
+    """A copy of the layer, as Keras' own Conv2D where the model has a ForwardGradientConv2D."""
+    import keras
+
+    from classifier.ml.architectures import ForwardGradientConv2D
+
+    if isinstance(layer, ForwardGradientConv2D):
+        return keras.layers.Conv2D.from_config(layer.get_config())
+    return layer.__class__.from_config(layer.get_config())
+
+
+def child(steps: int, jit: bool, keras_conv2d: bool) -> None:
     import keras
 
     from classifier.ml.architectures import recipe_for
@@ -54,6 +67,8 @@ def child(steps: int, jit: bool) -> None:
     configure_tensorflow()
     batch_size = recipe_for(ARCH).batch_size
     model, pixels, targets = _model_and_batch(batch_size)
+    if keras_conv2d:
+        model = keras.models.clone_model(model, clone_function=_with_keras_conv2d)
     model.compile(optimizer=keras.optimizers.AdamW(1e-3), loss="categorical_crossentropy", jit_compile=jit)
     for _ in range(WARM_UP_STEPS):
         model.train_on_batch(pixels, targets)
@@ -77,7 +92,8 @@ def _forward_backward(layer):
 
 
 def convolutions(rounds: int) -> None:
-    """Each Conv2D of the model alone, forward and forward + backward, at the recipe's batch size."""
+    """Each Conv2D of the model alone at the recipe's batch size: forward, forward + backward, and forward +
+    backward as Keras' own Conv2D."""
     import keras
     import tensorflow as tf
 
@@ -98,19 +114,27 @@ def convolutions(rounds: int) -> None:
             batch_size * out_h * out_w * kernel_h * kernel_w * layer.input.shape[-1] * layer.filters
         )
 
+        keras_own = _with_keras_conv2d(layer)
+        keras_own.build(inputs.shape)
         timings = []
-        for call in (tf.function(layer), tf.function(_forward_backward(layer))):
+        for call in (
+            tf.function(layer),
+            tf.function(_forward_backward(layer)),
+            tf.function(_forward_backward(keras_own)),
+        ):
             call(inputs)
             started = time.monotonic()
             for _ in range(rounds):
                 call(inputs)
             timings.append((time.monotonic() - started) / rounds)
         # Backward: the gradients of the inputs and of the weights, each as much work as the forward pass.
-        rates = [2 * multiply_adds / timings[0] / 1e9, 3 * 2 * multiply_adds / timings[1] / 1e9]
+        flops = [2 * multiply_adds, 3 * 2 * multiply_adds, 3 * 2 * multiply_adds]
+        rates = [work / took / 1e9 for work, took in zip(flops, timings, strict=True)]
         print(
-            f"{layer.name:10} {'x'.join(map(str, layer.input.shape[1:])):>9} -> {layer.filters:3} filters  "
+            f"{layer.name:26} {'x'.join(map(str, layer.input.shape[1:])):>9} -> {layer.filters:3} filters  "
             f"forward {timings[0] * 1000:6.1f} ms ({rates[0]:4.0f} GFLOP/s)  "
-            f"forward+backward {timings[1] * 1000:6.1f} ms ({rates[1]:4.0f} GFLOP/s)"
+            f"forward+backward {timings[1] * 1000:6.1f} ms ({rates[1]:4.0f} GFLOP/s), "
+            f"as Keras' Conv2D {timings[2] * 1000:6.1f} ms ({rates[2]:4.0f} GFLOP/s)"
         )
 
 
@@ -119,22 +143,24 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--child", choices=["step", "xla-step", "convolutions"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", choices=["step", "xla-step", "keras-conv2d-step", "convolutions"], help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.child == "convolutions":
         convolutions(rounds=max(1, args.steps // 3))
         return
     if args.child:
-        child(steps=args.steps, jit=args.child == "xla-step")
+        child(steps=args.steps, jit=args.child == "xla-step", keras_conv2d=args.child == "keras-conv2d-step")
         return
 
     from classifier.ml.machine import machine_line
 
     print(machine_line())
     print(f"{ARCH}, one training step (AdamW) on {'x'.join(map(str, INPUT_SHAPE))} images:")
-    for label, environment, jit in SETTINGS:
+    for label, environment, setting in SETTINGS:
         result = subprocess.run(
-            [sys.executable, __file__, "--child", "xla-step" if jit else "step", "--steps", str(args.steps)],
+            [sys.executable, __file__, "--child", setting, "--steps", str(args.steps)],
             env={**os.environ, **environment},
             capture_output=True,
             text=True,

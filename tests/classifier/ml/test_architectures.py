@@ -3,12 +3,14 @@ import pathlib
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from classifier.ml.architectures import (
     ARCHITECTURES,
     DEFAULT_ARCH,
     VITRINE_CNN_STAGE_INPUT_SIDE,
     ArchitectureError,
+    ForwardGradientConv2D,
     build_model,
     recipe_for,
 )
@@ -108,6 +110,42 @@ def test_softmax_stays_float32_under_mixed_bfloat16():
     convolutions = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
     assert model.get_layer("category").compute_dtype == "float32"
     assert convolutions[0].compute_dtype == "bfloat16"
+
+
+def _outputs_and_gradients(layer: keras.layers.Conv2D, images: tf.Tensor) -> list[np.ndarray]:
+    with tf.GradientTape() as tape:
+        tape.watch(images)
+        outputs = layer(images)
+        loss = tf.reduce_sum(tf.cast(outputs, tf.float32) ** 2)
+    gradients = tape.gradient(loss, [images, *layer.trainable_weights])
+    return [np.asarray(tf.cast(value, tf.float32)) for value in (outputs, *gradients)]
+
+
+@pytest.mark.parametrize(("policy", "tolerance"), [("float32", 1e-5), ("mixed_bfloat16", 2e-2)])
+def test_default_models_convolution_trains_exactly_like_keras_conv2d(policy, tolerance):
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        ours = ForwardGradientConv2D(6, 3, padding="same")
+        keras_own = keras.layers.Conv2D(6, 3, padding="same")
+        images = tf.random.normal((3, 9, 7, 4), seed=0)
+        ours.build(images.shape)
+        keras_own.build(images.shape)
+        keras_own.set_weights(ours.get_weights())
+
+        for got, expected in zip(
+            _outputs_and_gradients(ours, images), _outputs_and_gradients(keras_own, images), strict=True
+        ):
+            np.testing.assert_allclose(got, expected, rtol=tolerance, atol=tolerance * np.abs(expected).max())
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def test_default_models_convolution_refuses_what_its_gradient_does_not_cover():
+    with pytest.raises(ValueError, match="stride 1"):
+        ForwardGradientConv2D(6, 3, strides=2, padding="same")
+    with pytest.raises(ValueError, match="odd kernel"):
+        ForwardGradientConv2D(6, 2, padding="same")
 
 
 def test_unknown_architecture_lists_the_choices():
