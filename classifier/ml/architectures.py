@@ -166,10 +166,10 @@ def _conv_with_forward_input_gradient(images: tf.Tensor, kernel: tf.Tensor):
 class ForwardGradientConv2D(layers.Conv2D):
     """A stride-1, "same", odd-sized Conv2D whose input gradient is computed as a forward convolution.
 
-    Same outputs and gradients as Conv2D. TensorFlow's own input-gradient kernel (Conv2DBackpropInput) ran at
-    a third of the forward convolution's rate on an AVX2-only CPU for 64 and more input channels; the
-    forward convolution made vitrine_cnn's training step 22 % faster there (README, *Why CPUs without AVX-512
-    are slower*).
+    Same outputs and gradients as Conv2D. TensorFlow's own input-gradient kernel (Conv2DBackpropInput) took
+    2 to 3 times as long as the forward convolution on an AVX2-only CPU for 64 and 128 channels; computed as
+    a forward convolution, vitrine_cnn's training step took 27 to 35 % less time there (README, *Why CPUs
+    without AVX-512 are slower*).
     """
 
     def __init__(self, filters: int, kernel_size: int, **kwargs) -> None:
