@@ -1,4 +1,6 @@
+import contextlib
 import pathlib
+from collections.abc import Iterator
 
 import keras
 import numpy as np
@@ -99,13 +101,20 @@ def test_default_model_augments_only_while_training():
     )
 
 
-def test_softmax_stays_float32_under_mixed_bfloat16():
-    policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+@contextlib.contextmanager
+def _global_policy(name: str) -> Iterator[None]:
+    """Keras' global dtype policy set to name inside the block, and back to what it was after."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
     try:
-        model = build_model(DEFAULT_ARCH, num_classes=3, input_shape=(28, 28, 1))
+        yield
     finally:
-        keras.mixed_precision.set_global_policy(policy)
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def test_softmax_stays_float32_under_mixed_bfloat16():
+    with _global_policy("mixed_bfloat16"):
+        model = build_model(DEFAULT_ARCH, num_classes=3, input_shape=(28, 28, 1))
 
     convolutions = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
     assert model.get_layer("category").compute_dtype == "float32"
@@ -123,9 +132,7 @@ def _outputs_and_gradients(layer: keras.layers.Conv2D, images: tf.Tensor) -> lis
 
 @pytest.mark.parametrize(("policy", "tolerance"), [("float32", 1e-5), ("mixed_bfloat16", 2e-2)])
 def test_default_models_convolution_trains_exactly_like_keras_conv2d(policy, tolerance):
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(policy)
-    try:
+    with _global_policy(policy):
         ours = ForwardGradientConv2D(6, 3, padding="same")
         keras_own = keras.layers.Conv2D(6, 3, padding="same")
         images = tf.random.normal((3, 9, 7, 4), seed=0)
@@ -137,8 +144,6 @@ def test_default_models_convolution_trains_exactly_like_keras_conv2d(policy, tol
             _outputs_and_gradients(ours, images), _outputs_and_gradients(keras_own, images), strict=True
         ):
             np.testing.assert_allclose(got, expected, rtol=tolerance, atol=tolerance * np.abs(expected).max())
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
 
 
 def test_default_models_convolution_refuses_what_its_gradient_does_not_cover():
